@@ -1,0 +1,1 @@
+"""digitscan: read handwritten digits from scanned images."""

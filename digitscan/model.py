@@ -1,0 +1,131 @@
+"""The CNN, and saving/loading it as a TorchScript archive with a JSON card beside it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+WEIGHTS_NAME = "digitscan.pt"
+
+
+class DigitNet(nn.Module):
+    """A small CNN: three conv blocks (16, 32, 64 channels) and a 128-unit head; ~103k parameters.
+
+    Input: N x 1 x 28 x 28, normalised as in preprocess.py. Output: N x 10 scores.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int, k: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
+                    nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+
+        self.features = nn.Sequential(*block(1, 16, 5), *block(16, 32, 3), *block(32, 64, 3))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(64 * 3 * 3, 128), nn.ReLU(inplace=True),
+                                        nn.Dropout(0.3), nn.Linear(128, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class WeightsError(Exception):
+    """Weights that are missing, unreadable or not a digitscan TorchScript archive."""
+
+
+def default_weights() -> Path:
+    """The archive shipped inside the installed package (or in ./weights of a source checkout)."""
+    packaged = Path(str(resources.files("digitscan"))) / "weights" / WEIGHTS_NAME
+    if packaged.exists():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "weights" / WEIGHTS_NAME
+
+
+@contextmanager
+def quiet_jit() -> Iterator[None]:
+    """TorchScript is deprecated upstream but is the archive format digitscan promises: hide that warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*(TorchScript|torch\.jit).*")
+        yield
+
+
+def script(model: nn.Module) -> torch.jit.ScriptModule:
+    """Compile an eval-mode model with torch.jit.script (kept unfrozen, so it can be fine-tuned)."""
+    model = model.eval()
+    with quiet_jit():
+        return torch.jit.script(model)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def card_path(archive: Path) -> Path:
+    return Path(archive).with_suffix(".json")
+
+
+def save_archive(model: nn.Module, path: Path, card: dict[str, Any]) -> dict[str, Any]:
+    """Write the TorchScript archive and its JSON card atomically; return the card."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scripted = script(model.cpu())
+    tmp = path.with_name(path.name + ".tmp")
+    scripted.save(str(tmp))
+    card = {**card, "sha256": sha256(tmp)}
+    os.replace(tmp, path)
+    write_json_atomic(card_path(path), card)
+    return card
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_archive(path: Path | None = None, device: torch.device | str = "cpu",
+                 freeze: bool = True) -> torch.jit.ScriptModule:
+    """Load a TorchScript archive (never unpickles arbitrary objects) and check it maps 28x28 to 10 scores.
+
+    With `freeze`, the module is frozen for inference (batch norm folded into the convolutions).
+    """
+    path = Path(path) if path is not None else default_weights()
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        with quiet_jit():
+            model = torch.jit.load(str(path), map_location=device)
+    except Exception as exc:  # torch raises RuntimeError/ValueError/zip errors for non-archives
+        raise WeightsError(f"{path}: not a TorchScript archive ({str(exc).splitlines()[0][:120]})") from None
+    model.eval()
+    if freeze:
+        with quiet_jit():
+            try:
+                model = torch.jit.freeze(model)
+            except RuntimeError:
+                pass  # already frozen, or not freezable: run it as it is
+    try:
+        with torch.inference_mode():
+            out = model(torch.zeros(1, 1, 28, 28, device=device))
+    except Exception as exc:
+        raise WeightsError(f"{path}: archive does not accept N x 1 x 28 x 28 input ({exc})") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, 10):
+        raise WeightsError(f"{path}: archive must return N x 10 scores")
+    return model
+
+
+def read_card(archive: Path) -> dict[str, Any]:
+    """The JSON card beside an archive, or {} when there is none."""
+    try:
+        return json.loads(card_path(archive).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
