@@ -1,0 +1,116 @@
+"""Decode an image file into a greyscale float array, safely and at no more resolution than needed."""
+
+from __future__ import annotations
+
+import math
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_PIXELS = 64_000_000
+"""Images larger than this (width x height) are refused as possible decompression bombs."""
+
+WORK_SIDE = 256
+"""Images are reduced (JPEG draft mode, then a box filter) to about this side before preprocessing."""
+
+
+class DecodeError(Exception):
+    """An input that cannot be read as an image; the message says why, for the error column."""
+
+
+def load_grey(source: str | Path | Image.Image) -> np.ndarray:
+    """Read a file (or PIL image) as a 2-D float32 array of grey levels in [0, 1].
+
+    EXIF orientation is applied, transparency is composited onto white, animated images use their
+    first frame, and large images are reduced to about WORK_SIDE pixels on their shorter side.
+    """
+    if isinstance(source, Image.Image):
+        return _to_array(_reduce(_upright(source)))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as im:
+                _check_size(im)
+                if im.format == "JPEG" and im.mode in ("L", "RGB", "YCbCr"):
+                    im.draft("L", (WORK_SIDE, WORK_SIDE))
+                return _to_array(_reduce(_upright(im)))
+    except DecodeError:
+        raise
+    except FileNotFoundError:
+        raise DecodeError("file not found") from None
+    except IsADirectoryError:
+        raise DecodeError("is a directory, not an image") from None
+    except PermissionError:
+        raise DecodeError("permission denied") from None
+    except UnidentifiedImageError:
+        size = _size_or_none(source)
+        raise DecodeError("empty file" if size == 0 else "not an image (unknown or unsupported format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DecodeError("refused: too many pixels (possible decompression bomb)") from None
+    except OSError as exc:
+        raise DecodeError(f"broken or truncated image ({_first_line(exc)})") from None
+    except (ValueError, SyntaxError, EOFError, MemoryError, struct.error) as exc:
+        raise DecodeError(f"cannot decode image ({_first_line(exc)})") from None
+
+
+def _check_size(im: Image.Image) -> None:
+    w, h = im.size
+    if w < 1 or h < 1:
+        raise DecodeError("image has no pixels")
+    if w * h > MAX_PIXELS:
+        raise DecodeError(f"refused: {w}x{h} is over the {MAX_PIXELS:,}-pixel limit (possible decompression bomb)")
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """First frame, EXIF-rotated, alpha composited on white."""
+    im = ImageOps.exif_transpose(im)
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("RGBa", "La", "PA"):
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA") or (im.mode == "RGB" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, rgba).convert("RGB")
+    return im
+
+
+def _reduce(im: Image.Image) -> Image.Image:
+    factor = math.floor(min(im.size) / WORK_SIDE)
+    if factor >= 2 and im.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
+        if im.mode not in ("L", "RGB"):
+            im = im.convert("RGB")
+        im = im.reduce(factor)
+    return im
+
+
+def _to_array(im: Image.Image) -> np.ndarray:
+    """Greyscale float32 in [0, 1]; high-bit-depth images are scaled by their own bit depth."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float32)
+        top = float(a.max()) if a.size else 1.0
+        if im.mode == "F" and top <= 1.0:
+            return np.clip(a, 0.0, 1.0)
+        depth = 2.0 ** math.ceil(math.log2(max(top, 1.0) + 1.0)) - 1.0
+        return np.clip(a / max(depth, 255.0), 0.0, 1.0)
+    if im.mode != "L":
+        try:
+            im = im.convert("L")
+        except ValueError:
+            im = im.convert("RGB").convert("L")
+    return np.asarray(im, dtype=np.float32) * (1.0 / 255.0)
+
+
+def _size_or_none(source: str | Path) -> int | None:
+    try:
+        return Path(source).stat().st_size
+    except OSError:
+        return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:160]

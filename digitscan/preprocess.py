@@ -1,0 +1,138 @@
+"""MNIST's preprocessing for real scans: polarity, background, crop, 20 px box, centre of mass.
+
+Steps, on a greyscale array in [0, 1]:
+
+1. Fit the paper as a plane (robustly, so the digit is left out): this removes uneven light.
+2. Decide polarity (`ink_is_dark`): the side of the paper level that holds more ink mass above the
+   noise wins. Dark ink on light paper is then inverted, so the digit is white on black as in MNIST.
+3. Subtract the noise floor and stretch the contrast; no ink left means the image is blank.
+4. Crop to the ink's bounding box, scale the longer side to 20 px keeping the aspect ratio, and place
+   it in a 28 x 28 frame with its centre of mass at the centre.
+5. Normalise with MNIST's mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+Invert = Literal["auto", "yes", "no"]
+
+BOX, FRAME = 20, 28
+MEAN, STD = 0.1307, 0.3081
+MIN_CONTRAST = 0.08
+"""Ink must differ from the paper by at least this (on a 0..1 scale) after the noise floor."""
+MIN_INK_FRACTION = 0.0005
+"""...and cover at least this fraction of the image (and 4 pixels), or the image is blank."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A preprocessed image: `pixels` is the normalised 28 x 28 array, or None when blank."""
+
+    pixels: np.ndarray | None
+    inverted: bool
+
+
+def prepare(grey: np.ndarray, invert: Invert = "auto") -> Prepared:
+    """Turn a greyscale array (values in [0, 1]) into MNIST's 28 x 28 normalised format."""
+    residual, noise = _flatten_background(grey)
+    inverted = ink_is_dark(residual, noise) if invert == "auto" else invert == "yes"
+    ink = -residual if inverted else residual
+    ink = np.clip(ink - max(3.0 * noise, 0.02), 0.0, None)
+    peak = float(ink.max()) if ink.size else 0.0
+    if peak < MIN_CONTRAST:
+        return Prepared(None, inverted)
+    ink *= 1.0 / peak
+    strong = int(np.count_nonzero(ink > 0.5))
+    if strong < max(4, MIN_INK_FRACTION * ink.size):
+        return Prepared(None, inverted)
+    box = _crop_to_ink(ink)
+    return Prepared(_normalise(_centre(_fit_box(box))), inverted)
+
+
+def _flatten_background(grey: np.ndarray) -> tuple[np.ndarray, float]:
+    """Residual after removing the paper (a robustly fitted plane), and the noise level (robust sigma)."""
+    h, w = grey.shape
+    step = max(1, int(np.sqrt(h * w / 4096)))
+    sample = grey[::step, ::step]
+    ys, xs = np.mgrid[0:h:step, 0:w:step]
+    design = np.stack([np.ones(sample.size), xs.ravel() / w, ys.ravel() / h], axis=1)
+    values = sample.ravel().astype(np.float64)
+    med = np.median(values)
+    keep = np.abs(values - med) <= max(2.0 * _mad(values), 1e-3)
+    coef = np.zeros(3)
+    for _ in range(2):
+        if keep.sum() < 3:
+            break
+        coef = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
+        resid = values - design @ coef
+        keep = np.abs(resid) <= max(3.0 * _mad(resid[keep]), 1e-3)
+    plane = (coef[0] + coef[1] * (np.arange(w) / w)[None, :] + coef[2] * (np.arange(h) / h)[:, None])
+    residual = (grey - plane).astype(np.float32)
+    sample_resid = values - design @ coef
+    noise = _mad(sample_resid[keep]) if keep.any() else 0.0
+    return residual, float(noise)
+
+
+def _mad(values: np.ndarray) -> float:
+    """Robust standard deviation (1.4826 x median absolute deviation)."""
+    if values.size == 0:
+        return 0.0
+    return 1.4826 * float(np.median(np.abs(values - np.median(values))))
+
+
+def ink_is_dark(residual: np.ndarray, noise: float) -> bool:
+    """True when the image is dark ink on lighter paper: more ink mass lies below the paper than above."""
+    floor = max(3.0 * noise, 0.02)
+    dark = float(np.clip(-residual - floor, 0.0, None).sum())
+    light = float(np.clip(residual - floor, 0.0, None).sum())
+    return dark > light
+
+
+def _crop_to_ink(ink: np.ndarray, trim: float = 0.005) -> np.ndarray:
+    """Crop to the ink's bounding box, ignoring specks that hold under `trim` of the mass at each edge."""
+    weights = np.where(ink > 0.2, ink, 0.0)
+    rows, cols = weights.sum(axis=1), weights.sum(axis=0)
+    r0, r1 = _mass_span(rows, trim)
+    c0, c1 = _mass_span(cols, trim)
+    return ink[r0:r1 + 1, c0:c1 + 1]
+
+
+def _mass_span(profile: np.ndarray, trim: float) -> tuple[int, int]:
+    cum = np.cumsum(profile)
+    total = cum[-1]
+    lo = int(np.searchsorted(cum, total * trim, side="right"))
+    hi = int(np.searchsorted(cum, total * (1.0 - trim), side="left"))
+    return min(lo, hi), max(lo, hi)
+
+
+def _fit_box(crop: np.ndarray) -> np.ndarray:
+    """Scale so the longer side is BOX pixels, keeping the aspect ratio, and restore full contrast."""
+    h, w = crop.shape
+    scale = BOX / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    img = Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32), mode="F")
+    box = np.asarray(img.resize(size, Image.BILINEAR), dtype=np.float32)
+    top = float(box.max())
+    return np.clip(box * (1.0 / top), 0.0, 1.0) if top > 0 else box
+
+
+def _centre(box: np.ndarray) -> np.ndarray:
+    """Place in a FRAME x FRAME array with the centre of mass at the centre (integer shift)."""
+    h, w = box.shape
+    total = float(box.sum())
+    cy = float((box.sum(axis=1) * (np.arange(h) + 0.5)).sum()) / total
+    cx = float((box.sum(axis=0) * (np.arange(w) + 0.5)).sum()) / total
+    top = min(max(int(round(FRAME / 2 - cy)), 0), FRAME - h)
+    left = min(max(int(round(FRAME / 2 - cx)), 0), FRAME - w)
+    frame = np.zeros((FRAME, FRAME), dtype=np.float32)
+    frame[top:top + h, left:left + w] = box
+    return frame
+
+
+def _normalise(frame: np.ndarray) -> np.ndarray:
+    return (frame - MEAN) * (1.0 / STD)
