@@ -1,0 +1,155 @@
+"""The `digitscan` command line. Heavy imports (torch) happen inside commands, so --help stays fast."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+DEVICE_HELP = "auto (CUDA when there is one), cpu, cuda or cuda:N."
+
+
+def _fail(message: str, code: int = 2) -> None:
+    """One line on standard error, no traceback, then exit."""
+    click.echo(f"digitscan: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="digitscan")
+def main() -> None:
+    """Read handwritten digits from folders of scanned images."""
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--out", "-o", default="-", show_default=True, metavar="PATH",
+              help="Results file (.csv, .json or .jsonl); - for standard output.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), default=None,
+              help="Output format. [default: from --out's extension, else csv]")
+@click.option("--recursive", "-r", is_flag=True, help="Also scan subfolders.")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--workers", type=click.IntRange(0), default=None,
+              help="Decoding processes (0 decodes in the main process). [default: one per core]")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="A TorchScript archive to use instead of the shipped weights.")
+@click.option("--invert", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
+              help="yes: dark ink on light paper; no: light ink on dark; auto: decide per image.")
+@click.option("--probs", is_flag=True, help="Add the ten probabilities p0..p9 to each row.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+@click.option("--resume", is_flag=True, help="Keep the rows already in --out (CSV or JSONL) and score only the rest.")
+def run(inputs: tuple[str, ...], out: str, fmt: str | None, quiet: bool, **options: object) -> None:
+    """Read the digit in each image of INPUT... and write one row per image.
+
+    INPUT is any mix of folders (scanned for image files), image files, and - (paths read from
+    standard input, one per line). Results go to standard output unless --out names a file;
+    progress, the summary and messages go to standard error.
+
+    \b
+    Examples:
+      digitscan run scans/ --out results.csv
+      find scans -name '*.png' | digitscan run - --format jsonl
+      digitscan run scans/ -r --probs --out results.json
+
+    Exit status: 0 when every image was read, 1 when some could not be (the rest are still
+    scored), 2 for usage and set-up errors.
+    """
+    from .inputs import InputError, check_inputs
+    from .writers import OutputError, check_output, pick_format
+
+    fmt = pick_format(out, fmt)
+    try:
+        check_inputs(inputs)
+        check_output(out, fmt, bool(options["resume"]))
+    except (InputError, OutputError) as exc:
+        _fail(str(exc))
+
+    from rich.console import Console
+
+    from .devices import DeviceError
+    from .model import WeightsError
+    from .report import summary_table
+    from .run import RunOptions, run as run_job
+
+    console = Console(stderr=True)
+    try:
+        outcome = run_job(list(inputs), RunOptions(out=out, fmt=fmt, quiet=quiet, **options))  # type: ignore[arg-type]
+    except (WeightsError, DeviceError, InputError, OutputError) as exc:
+        _fail(str(exc))
+    if not quiet:
+        console.print(summary_table(outcome.tally, outcome.device, outcome.seconds, outcome.skipped))
+    if outcome.interrupted:
+        where = "" if out == "-" else f" in {out}; continue with --resume"
+        console.print(f"interrupted: {outcome.tally.total:,} results kept{where}", highlight=False)
+        sys.exit(130)
+    if not outcome.paths:
+        _fail("no images found in " + ", ".join(inputs))
+    if outcome.tally.status["error"]:
+        if quiet:
+            console.print(f"{outcome.tally.status['error']} of {outcome.tally.total} images could not be read",
+                          highlight=False)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--epochs", default=5, show_default=True, type=click.IntRange(1), help="Passes over the data.")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="torchvision MNIST root (downloaded there if missing). [default: ~/.cache/digitscan/mnist]")
+@click.option("--from", "start", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Fine-tune this archive. [default: the shipped weights]")
+@click.option("--scratch", is_flag=True, help="Start from random weights instead of fine-tuning.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("digitscan.pt"),
+              show_default=True, help="Where to write the TorchScript archive (and its .json card).")
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Peak learning rate of the one-cycle schedule.")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--seed", default=0, show_default=True, type=int, help="Makes a CPU run repeatable.")
+@click.option("--resume", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Continue from a checkpoint written by an earlier fit.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Checkpoint path, written after every epoch. [default: OUT with .ckpt]")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Train on the first N training images only.")
+@click.option("--labeled", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Add your own labelled scans: a folder with subfolders 0 to 9.")
+def fit(**options: object) -> None:
+    """Train or fine-tune the model on MNIST (and your labelled scans).
+
+    \b
+    Examples:
+      digitscan fit --data ../shared/mnist --epochs 5 --out my.pt
+      digitscan fit --labeled my_scans/ --epochs 2 --out tuned.pt
+      digitscan fit --resume my.ckpt
+    """
+    from rich.console import Console
+
+    from .devices import DeviceError
+    from .fit import FitConfig, fit as run_fit
+    from .model import WeightsError
+    from .report import epochs_table
+    from .trainingdata import DataUnavailable, default_data_root
+
+    console = Console(stderr=True)
+    if options["scratch"] and options["start"]:
+        _fail("--from and --scratch exclude each other")
+    checkpoint = options.pop("checkpoint")
+    cfg = FitConfig(data=options.pop("data") or default_data_root(),
+                    command="digitscan " + shlex.join(sys.argv[1:]), **options)  # type: ignore[arg-type]
+    if checkpoint is not None:
+        cfg.checkpoint = checkpoint
+    try:
+        result = run_fit(cfg, log=lambda line: console.print(line, highlight=False))
+    except (DataUnavailable, WeightsError, DeviceError) as exc:
+        _fail(str(exc))
+    except RuntimeError as exc:
+        _fail(f"cannot use {cfg.resume or cfg.start}: {str(exc).splitlines()[0]}")
+    if result.history:
+        console.print(epochs_table(result.history))
+    if result.interrupted:
+        sys.exit(130)
+    assert result.card is not None
+    console.print(f"wrote {cfg.out} (MNIST test accuracy {result.card['mnist_test_accuracy']:.4f}, "
+                  f"sha256 {result.card['sha256'][:12]}…)", highlight=False)

@@ -1,0 +1,212 @@
+"""`digitscan fit`: train or fine-tune DigitNet on MNIST (and labelled scans), checkpoint every epoch."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .augment import augment, normalise
+from .devices import describe, pick_device
+from .model import DigitNet, default_weights, load_archive, save_archive
+from .trainingdata import load_labelled, load_mnist
+
+HOLDOUT = 5000
+"""The last images of MNIST's training split, never trained on; any choice is made on them, not on test."""
+
+# Settings that shape the run; on --resume they come from the checkpoint, not from the command line.
+SCHEDULE_KEYS = ("epochs", "batch_size", "lr", "seed", "limit")
+
+
+@dataclass
+class FitConfig:
+    """What `digitscan fit` was asked to do; the CLI fills it from its flags."""
+
+    data: Path
+    out: Path = Path("digitscan.pt")
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 3e-3
+    device: str = "auto"
+    seed: int = 0
+    start: Path | None = None
+    scratch: bool = False
+    resume: Path | None = None
+    limit: int | None = None
+    labeled: Path | None = None
+    command: str = ""
+    checkpoint: Path = field(default=Path(""))
+
+    def __post_init__(self) -> None:
+        if self.checkpoint == Path(""):
+            self.checkpoint = Path(self.out).with_suffix(".ckpt")
+
+
+@dataclass
+class FitResult:
+    card: dict[str, Any] | None
+    history: list[dict[str, float]]
+    checkpoint: Path
+    interrupted: bool
+
+
+class _StopRequest:
+    """Turns Ctrl-C (SIGINT) into a flag that the loop checks between steps."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        try:
+            previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: no handler, Ctrl-C is not ours to catch
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+
+def fit(cfg: FitConfig, log: Callable[[str], None] = print,
+        on_step: Callable[[int, int], None] | None = None) -> FitResult:
+    """Train as `cfg` says and write the archive; `on_step(epoch, step)` is called after each step."""
+    started = time.perf_counter()
+    state = torch.load(cfg.resume, map_location="cpu", weights_only=True) if cfg.resume else None
+    if state is not None:
+        for key in SCHEDULE_KEYS:
+            setattr(cfg, key, state["config"][key])
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+
+    images, labels = load_mnist(cfg.data, train=True)
+    test_x, test_y = load_mnist(cfg.data, train=False)
+    val_x, val_y = images[-HOLDOUT:], labels[-HOLDOUT:]
+    train_x, train_y = images[:-HOLDOUT][: cfg.limit], labels[:-HOLDOUT][: cfg.limit]
+    if cfg.labeled is not None:
+        own_x, own_y, skipped = load_labelled(cfg.labeled)
+        for message in skipped:
+            log(f"skipped {message}")
+        log(f"added {len(own_y)} labelled scans from {cfg.labeled}")
+        train_x, train_y = torch.cat([train_x, own_x]), torch.cat([train_y, own_y])
+    train_x, train_y = train_x.to(device), train_y.to(device)
+
+    model = DigitNet().to(device)
+    if state is None and not cfg.scratch:
+        source = cfg.start or default_weights()
+        model.load_state_dict(load_archive(source, freeze=False).state_dict())
+        log(f"fine-tuning from {source}")
+    steps = math.ceil(len(train_y) / cfg.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps)
+    epoch, step, history = 0, 0, []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        epoch, step, history = state["epoch"], state["step"], state["history"]
+        torch.set_rng_state(state["rng"])
+        log(f"resuming {cfg.resume} at epoch {epoch + 1}, step {step}")
+
+    def save(at_epoch: int, at_step: int) -> None:
+        _save_checkpoint(cfg.checkpoint, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            "epoch": at_epoch, "step": at_step, "history": history, "rng": torch.get_rng_state(),
+            "config": {k: getattr(cfg, k) for k in SCHEDULE_KEYS}})
+
+    stop = _StopRequest()
+    with stop.installed():
+        while epoch < cfg.epochs:
+            tick = time.perf_counter()
+            order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+            model.train()
+            seen = correct = 0
+            loss_sum = 0.0
+            bar = tqdm(range(step, steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                       initial=step, total=steps, leave=False, dynamic_ncols=True, disable=None)
+            for step in bar:
+                index = order[step * cfg.batch_size:(step + 1) * cfg.batch_size].to(device)
+                x = normalise(augment(train_x[index].unsqueeze(1).float() / 255))
+                y = train_y[index]
+                scores = model(x)
+                loss = F.cross_entropy(scores, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                seen += len(y)
+                correct += int((scores.argmax(1) == y).sum())
+                loss_sum += loss.item() * len(y)
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+                if on_step is not None:
+                    on_step(epoch, step)
+                if stop.requested:
+                    bar.close()
+                    save(epoch, step + 1)
+                    log(f"interrupted: saved epoch {epoch + 1} step {step + 1}/{steps} to {cfg.checkpoint}; "
+                        f"continue with --resume {cfg.checkpoint}")
+                    return FitResult(None, history, cfg.checkpoint, interrupted=True)
+            bar.close()
+            history.append({"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+                            "holdout_acc": accuracy(model, val_x, val_y, device),
+                            "test_acc": accuracy(model, test_x, test_y, device),
+                            "seconds": time.perf_counter() - tick})
+            epoch, step = epoch + 1, 0
+            save(epoch, 0)
+            last = history[-1]
+            log(f"epoch {epoch}: loss {last['loss']:.4f}  holdout {last['holdout_acc']:.4f}  "
+                f"MNIST test {last['test_acc']:.4f}  ({last['seconds']:.0f} s)")
+
+    card = {
+        "model": "DigitNet",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "mnist_test_accuracy": history[-1]["test_acc"] if history else None,
+        "holdout_accuracy": history[-1]["holdout_acc"] if history else None,
+        "command": cfg.command,
+        "trained_on": describe(device) + f", {platform.processor() or platform.machine()}",
+        "train_seconds": round(sum(h["seconds"] for h in history), 1),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "train_images": len(train_y),
+        "epochs": history,
+        "torch": torch.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    card = save_archive(model, cfg.out, card)
+    return FitResult(card, history, cfg.checkpoint, interrupted=False)
+
+
+@torch.inference_mode()
+def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+             batch_size: int = 1000) -> float:
+    """Share of uint8 MNIST-format images that the model labels correctly."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(labels), batch_size):
+        x = normalise(images[i:i + batch_size].to(device).unsqueeze(1).float() / 255)
+        correct += int((model(x).argmax(1).cpu() == labels[i:i + batch_size]).sum())
+    return correct / max(len(labels), 1)
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write to a temporary file beside the target, then rename: a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)

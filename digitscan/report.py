@@ -1,0 +1,66 @@
+"""Rich tables for standard error: the run summary, the training epochs, the confusion matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from .predict import Result
+
+
+def epochs_table(history: list[dict[str, float]]) -> Table:
+    table = Table(title="digitscan fit")
+    for name in ("epoch", "loss", "train acc", "holdout acc", "MNIST test acc", "seconds"):
+        table.add_column(name, justify="right")
+    for h in history:
+        table.add_row(str(int(h["epoch"])), f"{h['loss']:.4f}", f"{h['train_acc']:.4f}",
+                      f"{h['holdout_acc']:.4f}", f"{h['test_acc']:.4f}", f"{h['seconds']:.0f}")
+    return table
+
+
+LOW_CONFIDENCE = 0.9
+
+
+class Tally:
+    """Counts for the run summary, updated as results arrive (so memory stays flat)."""
+
+    def __init__(self) -> None:
+        self.status = {"ok": 0, "blank": 0, "error": 0}
+        self.digits = [0] * 10
+        self.low = 0
+        self.inverted = 0
+
+    def add(self, results: Iterable[Result]) -> None:
+        for r in results:
+            self.status[r.status] += 1
+            if r.digit is not None:
+                self.digits[r.digit] += 1
+                self.low += (r.confidence or 0.0) < LOW_CONFIDENCE
+            self.inverted += bool(r.inverted)
+
+    @property
+    def total(self) -> int:
+        return sum(self.status.values())
+
+
+def summary_table(tally: Tally, device: str, seconds: float, skipped: int = 0) -> Table:
+    """Images, statuses, digit counts, low-confidence count, device and throughput."""
+    table = Table(title="digitscan run", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("images", f"{tally.total:,}")
+    if skipped:
+        table.add_row("already scored (--resume)", f"{skipped:,}")
+    table.add_row("ok", f"[green]{tally.status['ok']:,}[/]")
+    table.add_row("blank", f"{tally.status['blank']:,}")
+    table.add_row("error", f"[red]{tally.status['error']:,}[/]" if tally.status["error"] else "0")
+    table.add_row("inverted (dark ink)", f"{tally.inverted:,}")
+    table.add_row(f"confidence < {LOW_CONFIDENCE:g}", f"{tally.low:,}")
+    table.add_row("per digit", "  ".join(f"{d}:{n}" for d, n in enumerate(tally.digits)))
+    table.add_row("device", device)
+    rate = tally.total / seconds if seconds > 0 else 0.0
+    table.add_row("time", f"{seconds:.2f} s  ({rate:,.0f} images/s)")
+    return table
