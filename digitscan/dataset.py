@@ -1,0 +1,85 @@
+"""A torch Dataset over image paths (decode + preprocess per item) and the DataLoader that batches it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from .decode import DecodeError, load_grey
+from .preprocess import FRAME, Invert, prepare
+
+OK, BLANK, ERROR = "ok", "blank", "error"
+STATUS_CODES = (OK, BLANK, ERROR)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One decoded and preprocessed input; `pixels` is None unless status is ok."""
+
+    index: int
+    pixels: np.ndarray | None
+    inverted: bool | None
+    status: str
+    error: str = ""
+
+
+@dataclass
+class Batch:
+    """Items collated for the model: `pixels` holds only the ok items, in `ok` order."""
+
+    indices: list[int]
+    pixels: torch.Tensor
+    ok: list[int]
+    items: list[Item]
+
+    def pin_memory(self) -> "Batch":
+        self.pixels = self.pixels.pin_memory()
+        return self
+
+
+class ScanDataset(Dataset[Item]):
+    """Reads `sources[i]` (a path or a PIL image) and prepares it as MNIST would. Never raises for bad input."""
+
+    def __init__(self, sources: Sequence[str | Image.Image], invert: Invert = "auto") -> None:
+        self.sources = sources
+        self.invert = invert
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int) -> Item:
+        try:
+            prepared = prepare(load_grey(self.sources[index]), self.invert)
+        except DecodeError as exc:
+            return Item(index, None, None, ERROR, str(exc))
+        except Exception as exc:  # a decoder bug must cost one row, not the run
+            return Item(index, None, None, ERROR, f"unexpected failure: {type(exc).__name__}: {exc}"[:200])
+        if prepared.pixels is None:
+            return Item(index, None, prepared.inverted, BLANK)
+        return Item(index, prepared.pixels, prepared.inverted, OK)
+
+
+def collate(items: list[Item]) -> Batch:
+    """Stack the ok items' pixels into one N x 1 x 28 x 28 tensor."""
+    ok = [i for i, item in enumerate(items) if item.pixels is not None]
+    if ok:
+        pixels = torch.from_numpy(np.stack([items[i].pixels for i in ok])).unsqueeze(1)
+    else:
+        pixels = torch.empty(0, 1, FRAME, FRAME)
+    light = [Item(it.index, None, it.inverted, it.status, it.error) for it in items]
+    return Batch([it.index for it in items], pixels, ok, light)
+
+
+def make_loader(dataset: ScanDataset, batch_size: int, workers: int, pin_memory: bool,
+                indices: Sequence[int] | None = None, prefetch: int = 4) -> DataLoader:
+    """Batches in input order; `indices` restricts the loader to some items (used to resume and to retry)."""
+    order = list(range(len(dataset))) if indices is None else list(indices)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate,
+                      pin_memory=pin_memory, persistent_workers=False,
+                      prefetch_factor=prefetch if workers else None)

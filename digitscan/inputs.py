@@ -1,0 +1,56 @@
+"""Finding the input images: folders, files and `-` (paths on standard input)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TextIO
+
+EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"})
+
+
+class InputError(Exception):
+    """An INPUT argument that names nothing usable (raised before any work starts)."""
+
+
+def check_inputs(inputs: Iterable[str]) -> None:
+    """Fail early, naming the argument, when an INPUT (other than '-') does not exist."""
+    for item in inputs:
+        if item != "-" and not os.path.lexists(item):
+            raise InputError(f"{item}: no such file or folder")
+
+
+def iter_paths(inputs: Iterable[str], recursive: bool = False, stdin: TextIO | None = None) -> Iterator[str]:
+    """Yield image paths as found: folders scanned by extension in sorted order, files as given.
+
+    A file named directly is always yielded (whatever its extension), so that a broken or misnamed
+    file still gets a row; '-' yields one path per non-empty line of standard input.
+    """
+    for item in inputs:
+        if item == "-":
+            for line in stdin or sys.stdin:
+                line = line.rstrip("\r\n")
+                if line:
+                    yield line
+        elif os.path.isdir(item):
+            yield from _scan(item, recursive)
+        else:
+            yield item
+
+
+def _scan(folder: str, recursive: bool) -> Iterator[str]:
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot list folder ({exc.strerror})") from None
+    subfolders = []
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=True):
+            subfolders.append(entry.path)
+        elif Path(entry.name).suffix.lower() in EXTENSIONS:
+            yield entry.path
+    if recursive:
+        for sub in subfolders:
+            yield from _scan(sub, recursive)

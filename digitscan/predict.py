@@ -1,0 +1,115 @@
+"""Scoring: batches from the loader through the TorchScript model, one Result per input, in input order."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .dataset import BLANK, ERROR, OK, Batch, ScanDataset, make_loader
+from .devices import pick_device
+from .model import load_archive
+from .preprocess import Invert
+
+
+@dataclass
+class Result:
+    """The prediction for one input; `digit` and `confidence` are None unless status is ok."""
+
+    path: str
+    digit: int | None
+    confidence: float | None
+    inverted: bool | None
+    status: str
+    error: str = ""
+    probs: list[float] | None = field(default=None, repr=False)
+
+
+def default_workers() -> int:
+    """Loader processes: one per core, at most 8 (the model runs in the main process)."""
+    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+class Scorer:
+    """A loaded model on a device; `score` turns sources (paths or PIL images) into Results."""
+
+    def __init__(self, weights: str | Path | None = None, device: str = "auto", batch_size: int = 256,
+                 workers: int | None = None, invert: Invert = "auto") -> None:
+        self.device = pick_device(device)
+        self.model = load_archive(weights, self.device)
+        self.batch_size = batch_size
+        self.workers = default_workers() if workers is None else workers
+        self.invert = invert
+
+    def score(self, sources: Sequence[str | Image.Image], skip: Iterable[int] = ()) -> Iterator[list[Result]]:
+        """Yield batches of Results, one per source, in order, leaving out the indices in `skip`.
+
+        If a loader process dies (a decoder crash), the rest is retried; a file that kills its
+        worker again is isolated and gets an error row instead of taking the run down.
+        """
+        skipped = set(skip)
+        todo = [i for i in range(len(sources)) if i not in skipped]
+        dataset = ScanDataset(sources, self.invert)
+        isolating = False
+        while todo:
+            workers = 1 if isolating else (self.workers if len(todo) > self.batch_size else 0)
+            loader = make_loader(dataset, 1 if isolating else self.batch_size, workers,
+                                 pin_memory=self.device.type == "cuda", indices=todo, prefetch=1 if isolating else 4)
+            done = 0
+            try:
+                for batch in loader:
+                    done += len(batch.indices)
+                    yield self._results(batch, sources)
+                return
+            except RuntimeError as exc:
+                if "DataLoader worker" not in str(exc):
+                    raise
+                todo = todo[done:]
+                if isolating:
+                    culprit, todo = todo[0], todo[1:]
+                    yield [Result(_name(sources[culprit], culprit), None, None, None, ERROR,
+                                  "decoder crashed on this file (its worker process died)")]
+                isolating = not isolating
+
+    @torch.inference_mode()
+    def _results(self, batch: Batch, sources: Sequence[str | Image.Image]) -> list[Result]:
+        probs = None
+        results = []
+        if batch.ok:
+            x = batch.pixels.to(self.device, non_blocking=True)
+            probs = torch.softmax(self.model(x).float(), dim=1).cpu()
+            conf, digit = probs.max(dim=1)
+        row = {pos: n for n, pos in enumerate(batch.ok)}
+        for pos, item in enumerate(batch.items):
+            name = _name(sources[item.index], item.index)
+            if item.status == OK and probs is not None:
+                n = row[pos]
+                results.append(Result(name, int(digit[n]), float(conf[n]), item.inverted, OK,
+                                      probs=probs[n].tolist()))
+            else:
+                results.append(Result(name, None, None, item.inverted, item.status, item.error))
+        return results
+
+
+def _name(source: str | Image.Image, index: int) -> str:
+    return source if isinstance(source, str) else f"<image {index}>"
+
+
+def predict(sources: Sequence[str | Path | Image.Image], weights: str | Path | None = None,
+            device: str = "auto", batch_size: int = 256, workers: int = 0,
+            invert: Invert = "auto") -> list[Result]:
+    """Score paths or PIL images with the shipped (or given) weights; one Result per source, in order.
+
+    >>> [r.digit for r in predict(["examples/scans/7_clean.png"])]  # doctest: +SKIP
+    [7]
+    """
+    items = [str(s) if isinstance(s, Path) else s for s in sources]
+    scorer = Scorer(weights, device, batch_size, workers, invert)
+    return [result for batch in scorer.score(items) for result in batch]
+
+
+__all__ = ["BLANK", "ERROR", "OK", "Result", "Scorer", "predict"]

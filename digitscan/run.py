@@ -1,0 +1,70 @@
+"""`digitscan run`, top to bottom: paths -> Scorer (dataset, loader, model) -> writer -> summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .devices import describe
+from .inputs import iter_paths
+from .predict import Scorer
+from .preprocess import Invert
+from .report import Tally
+from .writers import Writer, already_scored
+
+
+@dataclass
+class RunOptions:
+    out: str = "-"
+    fmt: str = "csv"
+    recursive: bool = False
+    batch_size: int = 256
+    workers: int | None = None
+    device: str = "auto"
+    weights: Path | None = None
+    invert: Invert = "auto"
+    probs: bool = False
+    quiet: bool = False
+    resume: bool = False
+
+
+@dataclass
+class RunOutcome:
+    tally: Tally
+    device: str
+    seconds: float
+    skipped: int = 0
+    interrupted: bool = False
+    paths: list[str] = field(default_factory=list)
+
+
+def run(inputs: list[str], opts: RunOptions, on_batch: Callable[[int], None] | None = None) -> RunOutcome:
+    """Score every image under `inputs` and write the results; rows already computed are always kept."""
+    started = time.perf_counter()
+    scorer = Scorer(opts.weights, opts.device, opts.batch_size, opts.workers, opts.invert)
+    paths = list(iter_paths(inputs, opts.recursive))
+    done = already_scored(opts.out, opts.fmt) if opts.resume else set()
+    skip = [i for i, p in enumerate(paths) if p in done]
+    outcome = RunOutcome(Tally(), describe(scorer.device), 0.0, skipped=len(skip), paths=paths)
+    writer = Writer(opts.out, opts.fmt, opts.probs, resume=opts.resume)
+    progress = tqdm(total=len(paths) - len(skip), unit="img", file=sys.stderr, dynamic_ncols=True,
+                    disable=True if opts.quiet else None, leave=False)
+    try:
+        for batch in scorer.score(paths, skip):
+            writer.write(batch)
+            outcome.tally.add(batch)
+            progress.update(len(batch))
+            if on_batch is not None:
+                on_batch(outcome.tally.total)
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    finally:
+        progress.close()
+        writer.close()
+        outcome.seconds = time.perf_counter() - started
+    return outcome
