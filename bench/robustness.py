@@ -1,0 +1,66 @@
+"""Accuracy on realistic scans: MNIST digits rendered in each style of digitscan.synth, scored end to end.
+
+    python bench/robustness.py --data ../shared/mnist --split holdout   # for tuning (never trained on)
+    python bench/robustness.py --data ../shared/mnist --split test      # for reporting
+
+Prints, per style, digitscan's accuracy and that of the seeds' preprocessing (plain 28 x 28 resize,
+no inversion) with the same weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from digitscan.fit import HOLDOUT
+from digitscan.model import load_archive
+from digitscan.predict import predict
+from digitscan.preprocess import MEAN, STD
+from digitscan.synth import STYLES
+from digitscan.trainingdata import load_mnist
+
+
+def seed_preprocess(img: Image.Image) -> torch.Tensor:
+    """The seed tutorials' preprocessing: greyscale, plain resize to 28 x 28, no inversion."""
+    a = np.asarray(img.convert("L").resize((28, 28)), dtype=np.float32) / 255.0
+    return torch.from_numpy((a - MEAN) / STD).unsqueeze(0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../shared/mnist")
+    parser.add_argument("--split", choices=["holdout", "test"], default="holdout")
+    parser.add_argument("--per-style", type=int, default=1000)
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--styles", default=",".join(STYLES))
+    args = parser.parse_args()
+
+    images, labels = load_mnist(args.data, train=args.split == "holdout")
+    if args.split == "holdout":
+        images, labels = images[-HOLDOUT:], labels[-HOLDOUT:]
+    model = load_archive(args.weights)
+    rng = np.random.default_rng(args.seed)
+    print(f"{'style':14s} {'n':>5s} {'digitscan':>10s} {'seed prep':>10s} {'blank':>6s} {'s':>6s}")
+    for name in args.styles.split(","):
+        style = STYLES[name]
+        pick = rng.choice(len(labels), size=min(args.per_style, len(labels)), replace=False)
+        truth = labels[pick].numpy()
+        scans = [style(images[i].numpy(), rng) for i in pick]
+        tick = time.perf_counter()
+        results = predict(scans, weights=args.weights, workers=2)
+        seconds = time.perf_counter() - tick
+        ours = np.mean([r.digit == t for r, t in zip(results, truth)])
+        blank = sum(r.status != "ok" for r in results)
+        with torch.inference_mode():
+            seed_digits = model(torch.stack([seed_preprocess(s) for s in scans])).argmax(1).numpy()
+        print(f"{name:14s} {len(truth):5d} {ours:10.4f} {np.mean(seed_digits == truth):10.4f} {blank:6d} {seconds:6.1f}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Regenerate examples/scans and examples/labels.csv from MNIST digits (training holdout, never trained on).
+
+    python examples/generate.py --data ../shared/mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from digitscan.fit import HOLDOUT
+from digitscan.synth import STYLES
+from digitscan.trainingdata import load_mnist
+
+HERE = Path(__file__).resolve().parent
+SUFFIX = {"tinted_photo": ".jpg", "chalkboard": ".jpg", "thin_pen": ".jpg", "bitmap": ".bmp", "form_cell": ".png"}
+PER_STYLE = 5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", default="../shared/mnist")
+    args = parser.parse_args()
+    images, labels = load_mnist(Path(args.data), train=True)
+    images, labels = images[-HOLDOUT:], labels[-HOLDOUT:]
+    rng = np.random.default_rng(2026)
+    out = HERE / "scans"
+    out.mkdir(exist_ok=True)
+    for old in out.iterdir():
+        old.unlink()
+    rows = []
+    for name, style in STYLES.items():
+        for k in range(PER_STYLE):
+            i = int(rng.integers(len(labels)))
+            file = out / f"{name}_{k + 1}{SUFFIX.get(name, '.png')}"
+            img = style(images[i].numpy(), rng)
+            if file.suffix == ".jpg":
+                img.convert("RGB").save(file, quality=85)
+            else:
+                img.save(file)
+            rows.append((f"scans/{file.name}", int(labels[i])))
+    # One large phone photo, to show reduced-size decoding of big JPEGs.
+    i = int(rng.integers(len(labels)))
+    big = STYLES["tinted_photo"](images[i].numpy(), rng).convert("RGB").resize((1200, 1200))
+    big.save(out / "large_photo.jpg", quality=85)
+    rows.append(("scans/large_photo.jpg", int(labels[i])))
+    with open(HERE / "labels.csv", "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["path", "digit"])
+        writer.writerows(sorted(rows))
+    print(f"wrote {len(rows)} images to {out}")
+
+
+if __name__ == "__main__":
+    main()
