@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from .dataset import BLANK, ERROR, OK, Batch, ScanDataset, make_loader
 from .devices import pick_device
@@ -48,32 +51,34 @@ class Scorer:
     def score(self, sources: Sequence[str | Image.Image], skip: Iterable[int] = ()) -> Iterator[list[Result]]:
         """Yield batches of Results, one per source, in order, leaving out the indices in `skip`.
 
-        If a loader process dies (a decoder crash), the rest is retried; a file that kills its
-        worker again is isolated and gets an error row instead of taking the run down.
+        If a loader process dies (a decoder crash), the batch it held is retried one file at a
+        time in a single worker; the file that kills it gets an error row and the run goes on.
         """
         skipped = set(skip)
         todo = [i for i in range(len(sources)) if i not in skipped]
         dataset = ScanDataset(sources, self.invert)
         isolating = False
         while todo:
-            workers = 1 if isolating else (self.workers if len(todo) > self.batch_size else 0)
-            loader = make_loader(dataset, 1 if isolating else self.batch_size, workers,
-                                 pin_memory=self.device.type == "cuda", indices=todo, prefetch=1 if isolating else 4)
+            chunk = todo[: self.batch_size] if isolating else todo
+            workers = 1 if isolating else (self.workers if len(chunk) > self.batch_size else 0)
+            loader = make_loader(dataset, 1 if isolating else self.batch_size, workers, indices=chunk,
+                                 pin_memory=self.device.type == "cuda", prefetch=1 if isolating else 4)
             done = 0
             try:
-                for batch in loader:
+                for batch in _synchronous(loader):
                     done += len(batch.indices)
                     yield self._results(batch, sources)
-                return
             except RuntimeError as exc:
                 if "DataLoader worker" not in str(exc):
                     raise
-                todo = todo[done:]
                 if isolating:
-                    culprit, todo = todo[0], todo[1:]
+                    culprit = todo[done]
                     yield [Result(_name(sources[culprit], culprit), None, None, None, ERROR,
                                   "decoder crashed on this file (its worker process died)")]
-                isolating = not isolating
+                    done += 1
+                todo, isolating = todo[done:], not isolating
+                continue
+            todo, isolating = todo[len(chunk):], False
 
     @torch.inference_mode()
     def _results(self, batch: Batch, sources: Sequence[str | Image.Image]) -> list[Result]:
@@ -93,6 +98,19 @@ class Scorer:
             else:
                 results.append(Result(name, None, None, item.inverted, item.status, item.error))
         return results
+
+
+def _synchronous(loader: DataLoader) -> Iterator[Batch]:
+    """Iterate a loader so that a dead worker raises from the loader, never from a signal handler.
+
+    torch reports dead workers from a SIGCHLD handler, which can raise in the middle of whatever the
+    main thread is doing (writing rows, say). With SIGCHLD at its default, the loader's own check
+    (it polls its workers' liveness while waiting for a batch) raises the same error, but here.
+    """
+    iterator = iter(loader)
+    if loader.num_workers and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    yield from iterator
 
 
 def _name(source: str | Image.Image, index: int) -> str:
