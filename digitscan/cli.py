@@ -17,7 +17,19 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The command group; keeps the raw arguments so `fit` can record its exact command line."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["digitscan.argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+def _command_line() -> str:
+    return shlex.join(["digitscan", *click.get_current_context().meta.get("digitscan.argv", [])])
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="digitscan")
 def main() -> None:
     """Read handwritten digits from folders of scanned images."""
@@ -136,8 +148,8 @@ def fit(**options: object) -> None:
     if options["scratch"] and options["start"]:
         _fail("--from and --scratch exclude each other")
     checkpoint = options.pop("checkpoint")
-    cfg = FitConfig(data=options.pop("data") or default_data_root(),
-                    command="digitscan " + shlex.join(sys.argv[1:]), **options)  # type: ignore[arg-type]
+    cfg = FitConfig(data=options.pop("data") or default_data_root(), command=_command_line(),
+                    **options)  # type: ignore[arg-type]
     if checkpoint is not None:
         cfg.checkpoint = checkpoint
     try:
@@ -153,3 +165,41 @@ def fit(**options: object) -> None:
     assert result.card is not None
     console.print(f"wrote {cfg.out} (MNIST test accuracy {result.card['mnist_test_accuracy']:.4f}, "
                   f"sha256 {result.card['sha256'][:12]}…)", highlight=False)
+
+
+@main.command("eval")
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="Archive to evaluate. [default: the shipped weights]")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="torchvision MNIST root; scores the test split. [default: ~/.cache/digitscan/mnist]")
+@click.option("--labeled", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Score your own scans instead: a folder with subfolders 0 to 9.")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--workers", type=click.IntRange(0), default=None, help="Decoding processes for --labeled.")
+def evaluate(weights: Path | None, data: Path | None, labeled: Path | None, device: str, workers: int | None) -> None:
+    """Print accuracy and a confusion matrix, on MNIST's test split or on your own labelled scans.
+
+    \b
+    Examples:
+      digitscan eval --data ../shared/mnist
+      digitscan eval --labeled my_scans/ --weights tuned.pt
+    """
+    from rich.console import Console
+
+    from .devices import DeviceError
+    from .evaluate import evaluate_folder, evaluate_mnist
+    from .model import WeightsError
+    from .report import confusion_table
+    from .trainingdata import DataUnavailable, default_data_root
+
+    try:
+        if labeled is not None:
+            result = evaluate_folder(labeled, weights, device, workers=workers)
+        else:
+            result = evaluate_mnist(data or default_data_root(), weights, device)
+    except (DataUnavailable, WeightsError, DeviceError) as exc:
+        _fail(str(exc))
+    console = Console()
+    console.print(confusion_table(result.confusion, result.name))
+    unread = f", {result.unread} blank or unreadable" if result.unread else ""
+    console.print(f"accuracy {result.accuracy:.4f} on {result.total:,} images{unread}", highlight=False)

@@ -18,7 +18,7 @@ WEIGHTS_NAME = "digitscan.pt"
 
 
 class DigitNet(nn.Module):
-    """A small CNN: three conv blocks (16, 32, 64 channels) and a 128-unit head; ~103k parameters.
+    """A small CNN: conv blocks of 16, 32, 64 and 64 channels, then a 128-unit head; ~136k parameters.
 
     Input: N x 1 x 28 x 28, normalised as in preprocess.py. Output: N x 10 scores.
     """
@@ -26,11 +26,12 @@ class DigitNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
 
-        def block(cin: int, cout: int, k: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
-                    nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        def block(cin: int, cout: int, k: int, pool: bool = True) -> list[nn.Module]:
+            layers = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            return layers + [nn.MaxPool2d(2)] if pool else layers
 
-        self.features = nn.Sequential(*block(1, 16, 5), *block(16, 32, 3), *block(32, 64, 3))
+        self.features = nn.Sequential(*block(1, 16, 5), *block(16, 32, 3), *block(32, 64, 3, pool=False),
+                                      *block(64, 64, 3))
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(64 * 3 * 3, 128), nn.ReLU(inplace=True),
                                         nn.Dropout(0.3), nn.Linear(128, 10))
 

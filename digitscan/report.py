@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 if TYPE_CHECKING:
+    import torch
+
     from .predict import Result
 
 
@@ -63,4 +65,19 @@ def summary_table(tally: Tally, device: str, seconds: float, skipped: int = 0) -
     table.add_row("device", device)
     rate = tally.total / seconds if seconds > 0 else 0.0
     table.add_row("time", f"{seconds:.2f} s  ({rate:,.0f} images/s)")
+    return table
+
+
+def confusion_table(confusion: "torch.Tensor", title: str) -> Table:
+    """Rows: true digit; columns: predicted digit; mistakes highlighted."""
+    table = Table(title=title)
+    table.add_column("true \\ predicted", justify="right", style="bold")
+    for d in range(10):
+        table.add_column(str(d), justify="right")
+    table.add_column("recall", justify="right")
+    for t in range(10):
+        row = confusion[t]
+        cells = [f"[green]{int(v)}[/]" if p == t else (f"[red]{int(v)}[/]" if v else "·") for p, v in enumerate(row)]
+        total = int(row.sum())
+        table.add_row(str(t), *cells, f"{int(row[t]) / total:.3f}" if total else "-")
     return table

@@ -1,0 +1,74 @@
+"""`digitscan eval`: accuracy and confusion matrix of weights on MNIST's test split or a labelled folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .augment import normalise
+from .devices import pick_device
+from .inputs import EXTENSIONS
+from .model import load_archive
+from .predict import Scorer
+from .trainingdata import DataUnavailable, load_mnist
+
+
+@dataclass
+class Evaluation:
+    name: str
+    confusion: torch.Tensor
+    """10 x 10 counts, rows the true digit, columns the prediction."""
+    unread: int = 0
+    """Images that were blank or unreadable (counted as wrong)."""
+
+    @property
+    def total(self) -> int:
+        return int(self.confusion.sum()) + self.unread
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.confusion.diag().sum()) / max(self.total, 1)
+
+
+def evaluate_mnist(root: Path, weights: Path | None = None, device: str = "auto",
+                   batch_size: int = 1000) -> Evaluation:
+    """Score MNIST's test split (already 28 x 28 and centred, so only normalised)."""
+    dev = pick_device(device)
+    model = load_archive(weights, dev)
+    images, labels = load_mnist(root, train=False)
+    confusion = torch.zeros(10, 10, dtype=torch.int64)
+    with torch.inference_mode():
+        for i in range(0, len(labels), batch_size):
+            x = normalise(images[i:i + batch_size].to(dev).unsqueeze(1).float() / 255)
+            predicted = model(x).argmax(1).cpu()
+            confusion += torch.bincount(labels[i:i + batch_size] * 10 + predicted, minlength=100).view(10, 10)
+    return Evaluation("MNIST test split", confusion)
+
+
+def evaluate_folder(folder: Path, weights: Path | None = None, device: str = "auto", batch_size: int = 256,
+                    workers: int | None = None) -> Evaluation:
+    """Score a folder with subfolders 0..9 through the same pipeline as `digitscan run`."""
+    from torchvision.datasets import ImageFolder
+
+    try:
+        listing = ImageFolder(str(folder), loader=str, is_valid_file=lambda p: Path(p).suffix.lower() in EXTENSIONS)
+    except (FileNotFoundError, OSError) as exc:
+        raise DataUnavailable(f"{folder}: no labelled images ({exc})") from None
+    truth = {}
+    for path, index in listing.samples:
+        name = listing.classes[index]
+        if name not in {str(d) for d in range(10)}:
+            raise DataUnavailable(f"{folder}: subfolders must be named 0 to 9, found {name}")
+        truth[path] = int(name)
+    scorer = Scorer(weights, device, batch_size, workers)
+    confusion = torch.zeros(10, 10, dtype=torch.int64)
+    unread = 0
+    for batch in scorer.score(list(truth)):
+        for result in batch:
+            if result.digit is None:
+                unread += 1
+            else:
+                confusion[truth[result.path], result.digit] += 1
+    return Evaluation(str(folder), confusion, unread)
