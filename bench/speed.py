@@ -1,0 +1,174 @@
+"""Speed of `digitscan run` against the seeds' one-image-at-a-time loop, whole processes, same inputs.
+
+    python bench/speed.py                      # 20,000 small scans, 40 large photos, 100,000-file memory run
+    python bench/speed.py --small 2000 --large 10 --memory-files 0   # a quick look
+
+Builds its inputs under bench/out/, then prints images per second for each way of scoring, their
+ratio, the decode-only floor, start-up time and peak memory (largest process, workers included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+
+SEED_LOOP = r'''
+"""The seed tutorials' inference loop: open, plain 28x28 resize, one forward pass of batch 1."""
+import sys
+from pathlib import Path
+import torch
+from torch import nn
+from PIL import Image
+from torchvision import transforms
+
+class Net(nn.Module):  # the seeds' network: two conv layers and a 500-unit dense layer
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3)
+        self.conv2 = nn.Conv2d(32, 64, 3)
+        self.fc1 = nn.Linear(1600, 500)
+        self.fc2 = nn.Linear(500, 10)
+    def forward(self, x):
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+model = Net().eval()
+transform = transforms.Compose([transforms.Resize((28, 28)), transforms.ToTensor(),
+                                transforms.Normalize((0.1307,), (0.3081,))])
+with open(sys.argv[2], "w") as out:
+    for path in sorted(Path(sys.argv[1]).iterdir()):
+        image = Image.open(path).convert("L")
+        with torch.no_grad():
+            digit = model(transform(image).unsqueeze(0)).argmax(1).item()
+        out.write(f"{path},{digit}\n")
+'''
+
+MAXRSS = "import resource,subprocess,sys;subprocess.run(sys.argv[1:],check=True);" \
+         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+
+
+def make_inputs(folder: Path, count: int, size: tuple[int, int], quality: int, seed: int) -> Path:
+    """`count` JPEG scans of a dark digit-like stroke on light paper, each `size` (w, h)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if len(list(folder.iterdir())) == count:
+        return folder
+    from digitscan.synth import compose, ink_alpha, place
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    for k in range(count):
+        yy, xx = np.mgrid[0:28, 0:28]
+        ring = np.abs(np.hypot(yy - 14, (xx - 14) * rng.uniform(0.6, 1.4)) - rng.uniform(5, 9)) < 1.6
+        digit = (ring * 255).astype(np.uint8)
+        alpha = place(ink_alpha(digit, int(h * 0.6), rng), (h, w), rng)
+        compose(alpha, (235, 230, 215), (30, 30, 40), rng, light=0.2, noise=4).save(folder / f"{k:06d}.jpg",
+                                                                                      quality=quality)
+    return folder
+
+
+def timed(cmd: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak resident memory (MiB, largest process) of a command."""
+    tick = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", MAXRSS, *cmd], check=True, capture_output=True, text=True)
+    return time.perf_counter() - tick, int(out.stdout.split()[-1]) // 1024
+
+
+def decode_floor(folder: Path, limit: int = 3000) -> float:
+    """Images per second per core for decoding alone (open, decode, greyscale)."""
+    paths = sorted(folder.iterdir())[:limit]
+    tick = time.perf_counter()
+    for p in paths:
+        with Image.open(p) as im:
+            im.convert("L").load()
+    return len(paths) / (time.perf_counter() - tick)
+
+
+def large_photo_check(folder: Path) -> tuple[float, float, int, int]:
+    """Seconds per photo with draft decoding vs full decode + resize, and how many predictions agree."""
+    import torch
+
+    from digitscan.decode import load_grey
+    from digitscan.model import load_archive
+    from digitscan.preprocess import prepare
+
+    model = load_archive()
+    paths = sorted(folder.iterdir())
+
+    def score(load) -> tuple[float, list[int]]:
+        tick = time.perf_counter()
+        pixels = [prepare(load(p)).pixels for p in paths]
+        seconds = (time.perf_counter() - tick) / len(paths)
+        with torch.inference_mode():
+            digits = model(torch.from_numpy(np.stack(pixels)).unsqueeze(1)).argmax(1).tolist()
+        return seconds, digits
+
+    draft_s, draft_digits = score(load_grey)
+    full_s, full_digits = score(lambda p: load_grey(Image.open(p)))  # opened first: no draft mode
+    return draft_s, full_s, sum(a == b for a, b in zip(draft_digits, full_digits)), len(paths)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", type=int, default=20_000, help="small scans (about 110 x 120 px)")
+    parser.add_argument("--large", type=int, default=40, help="large photos (3000 x 4000 px)")
+    parser.add_argument("--memory-files", type=int, default=100_000, help="files for the memory run (0: skip)")
+    args = parser.parse_args()
+    digitscan = str(Path(sys.executable).with_name("digitscan"))
+    cores = len(os.sched_getaffinity(0))
+    print(f"machine: {cores} cores; python {sys.version.split()[0]}")
+
+    small = make_inputs(OUT / f"small_{args.small}", args.small, (110, 120), 90, seed=1)
+    large = make_inputs(OUT / f"large_{args.large}", args.large, (3000, 4000), 90, seed=2)
+    (OUT / "seed_loop.py").write_text(SEED_LOOP)
+
+    help_s, _ = timed([digitscan, "--help"])
+    one = sorted(small.iterdir())[0]
+    start_s, _ = timed([digitscan, "run", str(one), "--quiet", "--out", str(OUT / "one.csv")])
+    print(f"start-up: 'digitscan --help' {help_s:.2f} s; 'digitscan run' on one image {start_s:.2f} s")
+
+    floor = decode_floor(small)
+    print(f"decode-only floor (small JPEG, greyscale): {floor:,.0f} images/s per core, {floor * cores:,.0f} on {cores}")
+
+    seed_s, seed_mb = timed([sys.executable, str(OUT / "seed_loop.py"), str(small), str(OUT / "seed.csv")])
+    ours_s, ours_mb = timed([digitscan, "run", str(small), "--quiet", "--out", str(OUT / "ours.csv")])
+    n = args.small
+    print(f"{n:,} small scans, whole process, start-up included:")
+    print(f"  seeds' loop     {seed_s:7.2f} s  {n / seed_s:8,.0f} images/s  peak {seed_mb} MiB")
+    print(f"  digitscan run   {ours_s:7.2f} s  {n / ours_s:8,.0f} images/s  peak {ours_mb} MiB")
+    print(f"  speed-up        {seed_s / ours_s:7.1f}x")
+
+    draft_s, full_s, same, total = large_photo_check(large)
+    big_s, _ = timed([digitscan, "run", str(large), "--quiet", "--out", str(OUT / "large.csv")])
+    print(f"{total} large photos (3000 x 4000 JPEG), per image in one process:")
+    print(f"  draft decode    {draft_s * 1000:7.1f} ms")
+    print(f"  full decode     {full_s * 1000:7.1f} ms   draft is {full_s / draft_s:.1f}x faster; "
+          f"same prediction on {same}/{total}")
+    print(f"  digitscan run   {big_s:7.2f} s for {total} ({total / big_s:.1f} images/s, start-up included)")
+
+    if args.memory_files:
+        many = OUT / f"many_{args.memory_files}"
+        if not many.exists():
+            many.mkdir()
+            sources = sorted(small.iterdir())
+            for k in range(args.memory_files):
+                os.link(sources[k % len(sources)], many / f"{k:07d}.jpg")
+        many_s, many_mb = timed([digitscan, "run", str(many), "--quiet", "--format", "jsonl",
+                                 "--out", str(OUT / "many.jsonl")])
+        print(f"{args.memory_files:,} files: {many_s:.1f} s ({args.memory_files / many_s:,.0f} images/s), "
+              f"peak resident memory {many_mb} MiB (largest process)")
+
+
+if __name__ == "__main__":
+    main()

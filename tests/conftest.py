@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """The MNIST torchvision root: $DIGITSCAN_MNIST, else ../shared/mnist beside the checkout."""
+    root = Path(os.environ.get("DIGITSCAN_MNIST", REPO.parent / "shared" / "mnist"))
+    if not (root / "MNIST" / "raw").is_dir():
+        pytest.fail(f"MNIST not found at {root}: set DIGITSCAN_MNIST to a torchvision MNIST root")
+    return root
+
+
+@pytest.fixture()
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def draw_digit(size: tuple[int, int] = (120, 110), ink: int = 20, paper: int = 235, box=None,
+               shape: str = "seven") -> Image.Image:
+    """A crude hand-drawn-looking digit (a 7, a 1 or a 0) with pen strokes, as a greyscale image."""
+    w, h = size
+    img = Image.new("L", size, paper)
+    d = ImageDraw.Draw(img)
+    x0, y0, x1, y1 = box or (int(w * 0.3), int(h * 0.2), int(w * 0.7), int(h * 0.8))
+    width = max(2, (y1 - y0) // 8)
+    if shape == "seven":
+        d.line([(x0, y0), (x1, y0), (x0 + (x1 - x0) // 3, y1)], fill=ink, width=width)
+    elif shape == "one":
+        d.line([((x0 + x1) // 2, y0), ((x0 + x1) // 2, y1)], fill=ink, width=width)
+    else:
+        d.ellipse([x0, y0, x1, y1], outline=ink, width=width)
+    return img
+
+
+def grey(img: Image.Image) -> np.ndarray:
+    return np.asarray(img.convert("L"), dtype=np.float32) / 255.0

@@ -1,0 +1,129 @@
+"""`digitscan fit` and `digitscan eval`: short fits, resume, atomic checkpoints, labelled folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from digitscan import fit as fit_module
+from digitscan.cli import main
+from digitscan.fit import FitConfig, fit
+from digitscan.synth import STYLES
+from digitscan.trainingdata import load_labelled, load_mnist
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory, mnist_root) -> Path:
+    """Subfolders 0..9 with three rendered scans each, plus one broken file."""
+    folder = tmp_path_factory.mktemp("labelled")
+    images, labels = load_mnist(mnist_root, train=True)
+    rng = np.random.default_rng(5)
+    styles = list(STYLES.values())
+    for digit in range(10):
+        (folder / str(digit)).mkdir()
+        picks = torch.nonzero(labels[-5000:] == digit).flatten()[:3] + 55000
+        for k, i in enumerate(picks.tolist()):
+            styles[(digit + k) % len(styles)](images[i].numpy(), rng).save(folder / str(digit) / f"{k}.png")
+    (folder / "3" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    return folder
+
+
+def test_short_fit_writes_an_archive_that_run_accepts(runner, mnist_root, tmp_path):
+    out = tmp_path / "w.pt"
+    result = runner.invoke(main, ["fit", "--scratch", "--limit", "3000", "--epochs", "1", "--data", str(mnist_root),
+                                  "--out", str(out), "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["command"] == f"digitscan fit --scratch --limit 3000 --epochs 1 --data {mnist_root} --out {out} --seed 3"
+    assert card["train_images"] == 3000 and 0.5 < card["mnist_test_accuracy"] <= 1.0
+    assert "MNIST test acc" in result.stderr and result.stdout == ""
+    scored = runner.invoke(main, ["run", str(Path(__file__).parent.parent / "examples" / "scans"), "-q",
+                                  "--weights", str(out)])
+    assert scored.exit_code == 0 and len(scored.stdout.splitlines()) > 30
+
+
+def test_interrupted_fit_resumes_to_the_same_weights(mnist_root, tmp_path):
+    def config(name: str, **extra) -> FitConfig:
+        return FitConfig(data=mnist_root, out=tmp_path / f"{name}.pt", epochs=2, batch_size=128, limit=640,
+                         scratch=True, seed=7, **extra)
+
+    straight = fit(config("straight"), log=lambda _: None)
+
+    def ctrl_c(epoch: int, step: int) -> None:
+        if (epoch, step) == (0, 2):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    messages: list[str] = []
+    stopped = fit(config("split"), log=messages.append, on_step=ctrl_c)
+    assert stopped.interrupted and not (tmp_path / "split.pt").exists()
+    assert any("--resume" in m and "split.ckpt" in m for m in messages)
+    state = torch.load(tmp_path / "split.ckpt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (0, 3)
+
+    resumed = fit(config("split", resume=tmp_path / "split.ckpt"), log=lambda _: None)
+    assert not resumed.interrupted and len(resumed.history) == 2
+    a = torch.jit.load(str(tmp_path / "straight.pt")).state_dict()
+    b = torch.jit.load(str(tmp_path / "split.pt")).state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    assert straight.history[-1]["test_acc"] == pytest.approx(resumed.history[-1]["test_acc"], abs=2e-3)
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(tmp_path, monkeypatch):
+    path = tmp_path / "c.ckpt"
+    fit_module._save_checkpoint(path, {"epoch": 1, "weights": torch.ones(3)})
+
+    def crash(obj, f):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fit_module.torch, "save", crash)
+    with pytest.raises(OSError):
+        fit_module._save_checkpoint(path, {"epoch": 2, "weights": torch.zeros(3)})
+    state = torch.load(path, weights_only=True)
+    assert state["epoch"] == 1 and torch.equal(state["weights"], torch.ones(3))
+
+
+def test_labelled_folder_goes_through_the_run_preprocessing(labelled):
+    images, labels, skipped = load_labelled(labelled)
+    assert images.shape == (30, 28, 28) and images.dtype == torch.uint8
+    assert sorted(labels.tolist()) == sorted(list(range(10)) * 3)
+    assert len(skipped) == 1 and "broken.png" in skipped[0]
+
+
+def test_fit_with_labelled_scans(runner, mnist_root, labelled, tmp_path):
+    result = runner.invoke(main, ["fit", "--scratch", "--limit", "500", "--epochs", "1", "--data", str(mnist_root),
+                                  "--labeled", str(labelled), "--out", str(tmp_path / "w.pt")])
+    assert result.exit_code == 0, result.output
+    assert "added 30 labelled scans" in result.stderr and "broken.png" in result.stderr
+    assert json.loads((tmp_path / "w.json").read_text())["train_images"] == 530
+
+
+def test_eval_on_a_labelled_folder_prints_accuracy_and_confusion(runner, labelled):
+    result = runner.invoke(main, ["eval", "--labeled", str(labelled)])
+    assert result.exit_code == 0, result.output
+    assert "true \\ predicted" in result.stdout
+    line = [ln for ln in result.stdout.splitlines() if ln.startswith("accuracy")][0]
+    assert float(line.split()[1]) >= 0.9 and "31 images" in line and "1 blank or unreadable" in line
+
+
+def test_eval_on_mnist_test_matches_the_card(runner, mnist_root):
+    result = runner.invoke(main, ["eval", "--data", str(mnist_root)])
+    assert result.exit_code == 0
+    from digitscan.model import card_path, default_weights
+
+    card = json.loads(card_path(default_weights()).read_text())
+    assert f"accuracy {card['mnist_test_accuracy']:.4f} on 10,000 images" in result.stdout
+
+
+def test_missing_data_is_one_clear_line_and_exit_2(runner, tmp_path):
+    result = runner.invoke(main, ["fit", "--scratch", "--data", str(tmp_path / "nothing"), "--epochs", "1"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("digitscan: MNIST") and "--data" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

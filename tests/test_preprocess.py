@@ -1,0 +1,100 @@
+"""Preprocessing: polarity, background, blank detection, crop, 20 px box, centring."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from conftest import draw_digit, grey
+from digitscan.decode import load_grey
+from digitscan.preprocess import MEAN, STD, prepare
+
+
+def pixels01(img_or_array) -> np.ndarray:
+    a = img_or_array if isinstance(img_or_array, np.ndarray) else grey(img_or_array)
+    prepared = prepare(a)
+    assert prepared.pixels is not None, "expected ink"
+    return prepared.pixels * STD + MEAN
+
+
+def test_output_is_mnist_shaped_and_normalised():
+    out = prepare(grey(draw_digit())).pixels
+    assert out.shape == (28, 28) and out.dtype == np.float32
+    assert out.min() == pytest.approx(-MEAN / STD, abs=1e-5)  # background is exactly MNIST's zero
+    assert out.max() == pytest.approx((1 - MEAN) / STD, abs=1e-5)  # strongest ink is MNIST's one
+
+
+def test_dark_ink_is_inverted_and_light_ink_is_not():
+    dark = draw_digit(ink=20, paper=235)
+    light = ImageOps.invert(dark)
+    a, b = prepare(grey(dark)), prepare(grey(light))
+    assert a.inverted is True and b.inverted is False
+    assert np.abs(a.pixels - b.pixels).max() < 0.05  # both polarities give the same MNIST image
+
+
+@pytest.mark.parametrize("paper,ink", [(200, 60), (150, 20), (90, 10)])
+def test_polarity_on_grey_and_dark_tinted_paper(paper, ink):
+    assert prepare(grey(draw_digit(ink=ink, paper=paper))).inverted is True
+    assert prepare(grey(draw_digit(ink=255 - ink, paper=255 - paper))).inverted is False
+
+
+def test_polarity_and_shape_survive_uneven_light_and_jpeg_noise():
+    clean = grey(draw_digit(ink=30, paper=230))
+    h, w = clean.shape
+    light = np.linspace(1.0, 0.55, w)[None, :] * np.linspace(1.0, 0.85, h)[:, None]  # shadow across the page
+    rng = np.random.default_rng(0)
+    noisy = np.clip(clean * light + rng.normal(0, 0.03, clean.shape), 0, 1)
+    buf = io.BytesIO()
+    Image.fromarray((noisy * 255).astype(np.uint8)).save(buf, "JPEG", quality=40)
+    buf.seek(0)
+    shaded = prepare(load_grey(Image.open(buf)))
+    assert shaded.inverted is True
+    reference = pixels01(clean)
+    got = shaded.pixels * STD + MEAN
+    overlap = (np.minimum(got, reference).sum()) / reference.sum()
+    assert overlap > 0.75  # the same strokes, not the shadow
+
+
+def test_longer_side_is_20_and_aspect_is_kept():
+    tall = pixels01(draw_digit(size=(200, 200), shape="one", box=(60, 20, 140, 180)))
+    rows, cols = np.nonzero(tall > 0.1)
+    height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+    assert height in (20, 21)
+    assert width < 8  # a thin upright stroke stays thin: no stretching to a square
+
+    wide = pixels01(draw_digit(size=(300, 120), shape="zero", box=(20, 30, 280, 90)))
+    rows, cols = np.nonzero(wide > 0.1)
+    assert np.ptp(cols) + 1 in (20, 21) and np.ptp(rows) + 1 < 10
+
+
+def test_centre_of_mass_is_centred_wherever_the_digit_was():
+    for box in [(5, 5, 45, 60), (70, 40, 110, 100), (30, 10, 80, 60)]:
+        out = pixels01(draw_digit(size=(120, 110), box=box))
+        ys, xs = np.mgrid[0:28, 0:28] + 0.5
+        cy, cx = (out * ys).sum() / out.sum(), (out * xs).sum() / out.sum()
+        assert abs(cy - 14) <= 0.75 and abs(cx - 14) <= 0.75
+
+
+@pytest.mark.parametrize("image", [
+    Image.new("L", (64, 64), 240),                                    # white paper
+    Image.new("L", (64, 64), 20),                                     # black paper
+    Image.fromarray((np.random.default_rng(1).normal(200, 6, (80, 80))).clip(0, 255).astype(np.uint8)),  # noise
+    Image.fromarray(np.tile(np.linspace(120, 250, 90), (90, 1)).astype(np.uint8)),  # a shadow, no ink
+])
+def test_no_ink_is_blank(image):
+    assert prepare(grey(image)).pixels is None
+
+
+def test_a_speck_of_dust_is_blank_not_a_digit():
+    a = np.full((200, 200), 0.9, dtype=np.float32)
+    a[100:102, 50:52] = 0.1
+    assert prepare(a).pixels is None
+
+
+def test_invert_override_is_obeyed():
+    dark = grey(draw_digit(ink=20, paper=235))
+    assert prepare(dark, invert="no").inverted is False
+    assert prepare(dark, invert="yes").inverted is True
