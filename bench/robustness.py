@@ -18,8 +18,8 @@ from PIL import Image
 
 from digitscan.fit import HOLDOUT
 from digitscan.model import load_archive
-from digitscan.predict import predict
 from digitscan.preprocess import MEAN, STD
+from digitscan.scorer import predict
 from digitscan.synth import STYLES
 from digitscan.trainingdata import load_mnist
 

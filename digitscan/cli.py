@@ -84,7 +84,8 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, quiet: bool, **optio
     from .devices import DeviceError
     from .model import WeightsError
     from .report import summary_table
-    from .run import RunOptions, run as run_job
+    from .run import RunOptions
+    from .run import run as run_job
 
     console = Console(stderr=True)
     try:
@@ -139,7 +140,8 @@ def fit(**options: object) -> None:
     from rich.console import Console
 
     from .devices import DeviceError
-    from .fit import FitConfig, fit as run_fit
+    from .fit import FitConfig
+    from .fit import fit as run_fit
     from .model import WeightsError
     from .report import epochs_table
     from .trainingdata import DataUnavailable, default_data_root

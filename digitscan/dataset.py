@@ -37,7 +37,7 @@ class Batch:
     ok: list[int]
     items: list[Item]
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         self.pixels = self.pixels.pin_memory()
         return self
 

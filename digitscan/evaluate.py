@@ -11,7 +11,7 @@ from .augment import normalise
 from .devices import pick_device
 from .inputs import EXTENSIONS
 from .model import load_archive
-from .predict import Scorer
+from .scorer import Scorer
 from .trainingdata import DataUnavailable, load_mnist
 
 

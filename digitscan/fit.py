@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +185,7 @@ def fit(cfg: FitConfig, log: Callable[[str], None] = print,
         "train_images": len(train_y),
         "epochs": history,
         "torch": torch.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     card = save_archive(model, cfg.out, card)
     return FitResult(card, history, cfg.checkpoint, interrupted=False)

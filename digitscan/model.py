@@ -6,10 +6,11 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn

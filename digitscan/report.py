@@ -10,7 +10,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     import torch
 
-    from .predict import Result
+    from .scorer import Result
 
 
 def epochs_table(history: list[dict[str, float]]) -> Table:
@@ -68,7 +68,7 @@ def summary_table(tally: Tally, device: str, seconds: float, skipped: int = 0) -
     return table
 
 
-def confusion_table(confusion: "torch.Tensor", title: str) -> Table:
+def confusion_table(confusion: torch.Tensor, title: str) -> Table:
     """Rows: true digit; columns: predicted digit; mistakes highlighted."""
     table = Table(title=title)
     table.add_column("true \\ predicted", justify="right", style="bold")

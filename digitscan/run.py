@@ -12,9 +12,9 @@ from tqdm import tqdm
 
 from .devices import describe
 from .inputs import iter_paths
-from .predict import Scorer
 from .preprocess import Invert
 from .report import Tally
+from .scorer import Scorer
 from .writers import Writer, already_scored
 
 

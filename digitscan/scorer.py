@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from .dataset import BLANK, ERROR, OK, Batch, ScanDataset, make_loader
+from .dataset import ERROR, OK, Batch, ScanDataset, make_loader
 from .devices import pick_device
 from .model import load_archive
 from .preprocess import Invert
@@ -129,5 +129,3 @@ def predict(sources: Sequence[str | Path | Image.Image], weights: str | Path | N
     scorer = Scorer(weights, device, batch_size, workers, invert)
     return [result for batch in scorer.score(items) for result in batch]
 
-
-__all__ = ["BLANK", "ERROR", "OK", "Result", "Scorer", "predict"]

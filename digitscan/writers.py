@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from .predict import Result
+from .scorer import Result
 
 COLUMNS = ["path", "digit", "confidence", "inverted", "status", "error"]
 PROB_COLUMNS = [f"p{d}" for d in range(10)]

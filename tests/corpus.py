@@ -7,9 +7,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from conftest import draw_digit
+from PIL import Image
 
 EXIF_ORIENTATION = 0x0112
 

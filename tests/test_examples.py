@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import torch
-
 from conftest import EXAMPLES, REPO
+
 from digitscan.cli import main
 from digitscan.model import card_path, default_weights, sha256
 

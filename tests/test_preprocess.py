@@ -6,9 +6,9 @@ import io
 
 import numpy as np
 import pytest
+from conftest import draw_digit, grey
 from PIL import Image, ImageOps
 
-from conftest import draw_digit, grey
 from digitscan.decode import load_grey
 from digitscan.preprocess import MEAN, STD, prepare
 

@@ -9,14 +9,14 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import draw_digit
 from corpus import build_corpus
+
 from digitscan import dataset as dataset_module
 from digitscan import writers
 from digitscan.cli import main
-from digitscan.predict import Result, Scorer
 from digitscan.run import RunOptions, run
+from digitscan.scorer import Result, Scorer
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLES, draw_digit
+
 from digitscan.cli import main
 from digitscan.writers import COLUMNS, PROB_COLUMNS
 
