@@ -16,11 +16,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .augment import augment, normalise
-from .devices import describe, pick_device
-from .model import DigitNet, default_weights, load_archive, save_archive
+from .devices import describe
+from .distributed import Ranks, setup, teardown
+from .model import DigitNet, WeightsError, default_weights, load_archive, save_archive
 from .trainingdata import load_labelled, load_mnist
 
 HOLDOUT = 5000
@@ -88,12 +90,20 @@ def fit(cfg: FitConfig, log: Callable[[str], None] = print,
         on_step: Callable[[int, int], None] | None = None) -> FitResult:
     """Train as `cfg` says and write the archive; `on_step(epoch, step)` is called after each step."""
     started = time.perf_counter()
-    state = torch.load(cfg.resume, map_location="cpu", weights_only=True) if cfg.resume else None
+    state = _load_checkpoint(cfg.resume) if cfg.resume else None
     if state is not None:
         for key in SCHEDULE_KEYS:
             setattr(cfg, key, state["config"][key])
-    device = pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    ranks, device = setup(cfg.device)
+    try:
+        return _fit(cfg, state, ranks, device, started, log if ranks.main else (lambda _: None), on_step)
+    finally:
+        teardown(ranks)
+
+
+def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: torch.device, started: float,
+         log: Callable[[str], None], on_step: Callable[[int, int], None] | None) -> FitResult:
+    torch.manual_seed(cfg.seed + ranks.rank)  # each rank augments differently; data order is shared
 
     images, labels = load_mnist(cfg.data, train=True)
     test_x, test_y = load_mnist(cfg.data, train=False)
@@ -107,26 +117,31 @@ def fit(cfg: FitConfig, log: Callable[[str], None] = print,
         train_x, train_y = torch.cat([train_x, own_x]), torch.cat([train_y, own_y])
     train_x, train_y = train_x.to(device), train_y.to(device)
 
-    model = DigitNet().to(device)
+    net = DigitNet().to(device)
     if state is None and not cfg.scratch:
         source = cfg.start or default_weights()
-        model.load_state_dict(load_archive(source, freeze=False).state_dict())
+        _load_weights(net, load_archive(source, freeze=False).state_dict(), source)
         log(f"fine-tuning from {source}")
-    steps = math.ceil(len(train_y) / cfg.batch_size)
+    model = DistributedDataParallel(net) if ranks.world > 1 else net
+    shard = len(train_y) // ranks.world  # equal shards: every rank takes the same number of steps
+    steps = math.ceil(shard / cfg.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps)
     epoch, step, history = 0, 0, []
     if state is not None:
-        model.load_state_dict(state["model"])
+        _load_weights(net, state["model"], cfg.resume)
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         epoch, step, history = state["epoch"], state["step"], state["history"]
-        torch.set_rng_state(state["rng"])
+        if ranks.world == 1:
+            torch.set_rng_state(state["rng"])
         log(f"resuming {cfg.resume} at epoch {epoch + 1}, step {step}")
 
     def save(at_epoch: int, at_step: int) -> None:
+        if not ranks.main:
+            return
         _save_checkpoint(cfg.checkpoint, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "epoch": at_epoch, "step": at_step, "history": history, "rng": torch.get_rng_state(),
             "config": {k: getattr(cfg, k) for k in SCHEDULE_KEYS}})
 
@@ -135,11 +150,13 @@ def fit(cfg: FitConfig, log: Callable[[str], None] = print,
         while epoch < cfg.epochs:
             tick = time.perf_counter()
             order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+            order = order[ranks.rank * shard:(ranks.rank + 1) * shard]
             model.train()
             seen = correct = 0
             loss_sum = 0.0
             bar = tqdm(range(step, steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                       initial=step, total=steps, leave=False, dynamic_ncols=True, disable=None)
+                       initial=step, total=steps, leave=False, dynamic_ncols=True,
+                       disable=None if ranks.main else True)
             for step in bar:
                 index = order[step * cfg.batch_size:(step + 1) * cfg.batch_size].to(device)
                 x = normalise(augment(train_x[index].unsqueeze(1).float() / 255))
@@ -164,8 +181,8 @@ def fit(cfg: FitConfig, log: Callable[[str], None] = print,
                     return FitResult(None, history, cfg.checkpoint, interrupted=True)
             bar.close()
             history.append({"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-                            "holdout_acc": accuracy(model, val_x, val_y, device),
-                            "test_acc": accuracy(model, test_x, test_y, device),
+                            "holdout_acc": accuracy(net, val_x, val_y, device),
+                            "test_acc": accuracy(net, test_x, test_y, device),
                             "seconds": time.perf_counter() - tick})
             epoch, step = epoch + 1, 0
             save(epoch, 0)
@@ -173,21 +190,24 @@ def fit(cfg: FitConfig, log: Callable[[str], None] = print,
             log(f"epoch {epoch}: loss {last['loss']:.4f}  holdout {last['holdout_acc']:.4f}  "
                 f"MNIST test {last['test_acc']:.4f}  ({last['seconds']:.0f} s)")
 
+    if not ranks.main:
+        return FitResult(None, history, cfg.checkpoint, interrupted=False)
     card = {
         "model": "DigitNet",
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for p in net.parameters()),
         "mnist_test_accuracy": history[-1]["test_acc"] if history else None,
         "holdout_accuracy": history[-1]["holdout_acc"] if history else None,
         "command": cfg.command,
-        "trained_on": describe(device) + f", {platform.processor() or platform.machine()}",
+        "trained_on": describe(device) + f", {platform.processor() or platform.machine()}"
+                      + (f", {ranks.world} processes (torchrun)" if ranks.world > 1 else ""),
         "train_seconds": round(sum(h["seconds"] for h in history), 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
-        "train_images": len(train_y),
+        "train_images": shard * ranks.world,
         "epochs": history,
         "torch": torch.__version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    card = save_archive(model, cfg.out, card)
+    card = save_archive(net, cfg.out, card)
     return FitResult(card, history, cfg.checkpoint, interrupted=False)
 
 
@@ -201,6 +221,24 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
         x = normalise(images[i:i + batch_size].to(device).unsqueeze(1).float() / 255)
         correct += int((model(x).argmax(1).cpu() == labels[i:i + batch_size]).sum())
     return correct / max(len(labels), 1)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by fit; never unpickles anything but tensors and plain containers."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path}: not a digitscan checkpoint ({str(exc).strip().splitlines()[0][:120]})") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "schedule", "config"} <= state.keys():
+        raise WeightsError(f"{path}: not a digitscan checkpoint (missing model, optimiser or schedule state)")
+    return state
+
+
+def _load_weights(net: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path | None) -> None:
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError:
+        raise WeightsError(f"{source}: weights do not fit DigitNet (train a new model with --scratch)") from None
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
