@@ -53,6 +53,13 @@ def main() -> None:
 @click.option("--probs", is_flag=True, help="Add the ten probabilities p0..p9 to each row.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.option("--resume", is_flag=True, help="Keep the rows already in --out (CSV or JSONL) and score only the rest.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: decode and score on a Ray cluster (pip install 'digitscan[ray]').")
+@click.option("--address", default=None, help="With --engine ray: the cluster to join. [default: start a local one]")
+@click.option("--actors", type=click.IntRange(1), default=1, show_default=True,
+              help="With --engine ray: model actors (each loads the model once).")
+@click.option("--gpus-per-actor", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="With --engine ray: GPUs reserved by each model actor.")
 def run(inputs: tuple[str, ...], out: str, fmt: str | None, quiet: bool, **options: object) -> None:
     """Read the digit in each image of INPUT... and write one row per image.
 
@@ -83,6 +90,7 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, quiet: bool, **optio
 
     from .devices import DeviceError
     from .model import WeightsError
+    from .ray_engine import EngineUnavailable
     from .report import summary_table
     from .run import RunOptions
     from .run import run as run_job
@@ -90,7 +98,7 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, quiet: bool, **optio
     console = Console(stderr=True)
     try:
         outcome = run_job(list(inputs), RunOptions(out=out, fmt=fmt, quiet=quiet, **options))  # type: ignore[arg-type]
-    except (WeightsError, DeviceError, InputError, OutputError) as exc:
+    except (WeightsError, DeviceError, InputError, OutputError, EngineUnavailable) as exc:
         _fail(str(exc))
     if not quiet:
         console.print(summary_table(outcome.tally, outcome.device, outcome.seconds, outcome.skipped))
@@ -158,8 +166,6 @@ def fit(**options: object) -> None:
         result = run_fit(cfg, log=lambda line: console.print(line, highlight=False))
     except (DataUnavailable, WeightsError, DeviceError) as exc:
         _fail(str(exc))
-    except RuntimeError as exc:
-        _fail(f"cannot use {cfg.resume or cfg.start}: {str(exc).splitlines()[0]}")
     if result.history:
         console.print(epochs_table(result.history))
     if result.interrupted:

@@ -7,15 +7,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from .devices import describe
 from .inputs import iter_paths
 from .preprocess import Invert
 from .report import Tally
 from .scorer import Scorer
 from .writers import Writer, already_scored
+
+if TYPE_CHECKING:
+    from .ray_engine import RayScorer
 
 
 @dataclass
@@ -31,6 +34,10 @@ class RunOptions:
     probs: bool = False
     quiet: bool = False
     resume: bool = False
+    engine: str = "local"
+    address: str | None = None
+    actors: int = 1
+    gpus_per_actor: float = 0.0
 
 
 @dataclass
@@ -43,14 +50,23 @@ class RunOutcome:
     paths: list[str] = field(default_factory=list)
 
 
+def make_scorer(opts: RunOptions) -> Scorer | RayScorer:
+    """The local engine (DataLoader workers, one model), or Ray Data across a cluster."""
+    if opts.engine == "ray":
+        from .ray_engine import RayScorer
+
+        return RayScorer(opts.weights, opts.batch_size, opts.invert, opts.address, opts.actors, opts.gpus_per_actor)
+    return Scorer(opts.weights, opts.device, opts.batch_size, opts.workers, opts.invert)
+
+
 def run(inputs: list[str], opts: RunOptions, on_batch: Callable[[int], None] | None = None) -> RunOutcome:
     """Score every image under `inputs` and write the results; rows already computed are always kept."""
     started = time.perf_counter()
-    scorer = Scorer(opts.weights, opts.device, opts.batch_size, opts.workers, opts.invert)
+    scorer = make_scorer(opts)
     paths = list(iter_paths(inputs, opts.recursive))
     done = already_scored(opts.out, opts.fmt) if opts.resume else set()
     skip = [i for i, p in enumerate(paths) if p in done]
-    outcome = RunOutcome(Tally(), describe(scorer.device), 0.0, skipped=len(skip), paths=paths)
+    outcome = RunOutcome(Tally(), scorer.description, 0.0, skipped=len(skip), paths=paths)
     writer = Writer(opts.out, opts.fmt, opts.probs, resume=opts.resume)
     progress = tqdm(total=len(paths) - len(skip), unit="img", file=sys.stderr, dynamic_ncols=True,
                     disable=True if opts.quiet else None, leave=False)

@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from .dataset import ERROR, OK, Batch, ScanDataset, make_loader
-from .devices import pick_device
+from .devices import describe, pick_device
 from .model import load_archive
 from .preprocess import Invert
 
@@ -43,6 +43,7 @@ class Scorer:
     def __init__(self, weights: str | Path | None = None, device: str = "auto", batch_size: int = 256,
                  workers: int | None = None, invert: Invert = "auto") -> None:
         self.device = pick_device(device)
+        self.description = describe(self.device)
         self.model = load_archive(weights, self.device)
         self.batch_size = batch_size
         self.workers = default_workers() if workers is None else workers

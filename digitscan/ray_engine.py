@@ -1,0 +1,112 @@
+"""`digitscan run --engine ray`: the same rows as the local engine, computed with Ray Data.
+
+Decoding and preprocessing run as parallel Ray tasks (the same ScanDataset code as the local
+engine); the TorchScript model runs in a pool of actors, loaded once per actor; results come back
+in input order to the same writers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .dataset import OK, ScanDataset
+from .model import default_weights, load_archive
+from .preprocess import FRAME, Invert
+from .scorer import Result
+
+
+class EngineUnavailable(Exception):
+    """Ray is not installed, or the cluster cannot be reached."""
+
+
+def _prepare(batch: dict[str, np.ndarray], invert: str) -> dict[str, np.ndarray]:
+    """Ray task: decode and preprocess a batch of paths exactly as the local engine does."""
+    dataset = ScanDataset([str(p) for p in batch["path"]], invert)  # type: ignore[arg-type]
+    items = [dataset[i] for i in range(len(dataset))]
+    blank = np.zeros((FRAME, FRAME), dtype=np.float32)
+    return {
+        "index": batch["index"],
+        "pixels": np.stack([blank if it.pixels is None else it.pixels for it in items]),
+        "status": np.array([it.status for it in items], dtype=object),
+        "inverted": np.array([-1 if it.inverted is None else int(it.inverted) for it in items], dtype=np.int8),
+        "error": np.array([it.error for it in items], dtype=object),
+    }
+
+
+class _Model:
+    """Ray actor: loads the archive once, scores the ok images of each batch."""
+
+    def __init__(self, weights: str) -> None:
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = load_archive(Path(weights), self.device)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok = batch["status"] == OK
+        probs = np.full((len(ok), 10), np.nan, dtype=np.float32)
+        if ok.any():
+            x = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok])).unsqueeze(1).to(self.device)
+            with torch.inference_mode():
+                probs[ok] = torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
+        return {key: batch[key] for key in ("index", "status", "inverted", "error")} | {"probs": probs}
+
+
+class RayScorer:
+    """Scores sources on a Ray cluster (a local one without `address`); same interface as Scorer."""
+
+    def __init__(self, weights: str | Path | None = None, batch_size: int = 256, invert: Invert = "auto",
+                 address: str | None = None, actors: int = 1, gpus_per_actor: float = 0.0) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise EngineUnavailable("--engine ray needs Ray: pip install 'digitscan[ray]'") from None
+        self.weights = Path(weights) if weights is not None else default_weights()
+        load_archive(self.weights)  # a bad archive fails here, before the cluster is started
+        self.batch_size, self.invert = batch_size, invert
+        self.actors, self.gpus_per_actor = actors, gpus_per_actor
+        try:
+            if ray.is_initialized():
+                pass  # the caller set Ray up (a notebook, a test): use it as it is
+            elif address is None:
+                ray.init(num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, log_to_driver=False,
+                         logging_level="ERROR", configure_logging=True)
+            else:
+                ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise EngineUnavailable(f"cannot join Ray at {address}: {str(exc).splitlines()[0]}") from None
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        self.description = f"ray ({address or 'local'}: {cpus} CPUs, {actors} model actor(s))"
+
+    def score(self, sources: Sequence[str], skip: Iterable[int] = ()) -> Iterator[list[Result]]:
+        """Yield batches of Results, one per source, in order, leaving out the indices in `skip`."""
+        import ray
+
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True
+        context.enable_progress_bars = False
+        skipped = set(skip)
+        items = [{"index": i, "path": sources[i]} for i in range(len(sources)) if i not in skipped]
+        if not items:
+            return
+        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // self.batch_size))
+        ds = ds.map_batches(_prepare, batch_size=self.batch_size, batch_format="numpy",
+                            fn_kwargs={"invert": self.invert})
+        ds = ds.map_batches(_Model, batch_size=self.batch_size, batch_format="numpy", concurrency=self.actors,
+                            num_cpus=0.25, num_gpus=self.gpus_per_actor,
+                            fn_constructor_kwargs={"weights": str(self.weights)})
+        for batch in ds.iter_batches(batch_size=self.batch_size, batch_format="numpy"):
+            yield [self._result(sources, batch, n) for n in range(len(batch["index"]))]
+
+    @staticmethod
+    def _result(sources: Sequence[str], batch: dict[str, np.ndarray], n: int) -> Result:
+        path = sources[int(batch["index"][n])]
+        inverted = None if batch["inverted"][n] < 0 else bool(batch["inverted"][n])
+        if batch["status"][n] != OK:
+            return Result(path, None, None, inverted, str(batch["status"][n]), str(batch["error"][n]))
+        probs = batch["probs"][n]
+        digit = int(probs.argmax())
+        return Result(path, digit, float(probs[digit]), inverted, OK, probs=probs.tolist())

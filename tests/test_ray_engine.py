@@ -1,0 +1,56 @@
+"""`digitscan run --engine ray`: on a local 2-CPU Ray instance, the same rows as the local engine."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pytest
+import ray
+
+from conftest import EXAMPLES, draw_digit
+from digitscan.cli import main
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_ray_rows_equal_local_rows(runner, tmp_path, local_ray):
+    for src in sorted((EXAMPLES / "scans").iterdir()):
+        shutil.copy(src, tmp_path / src.name)
+    draw_digit().point(lambda v: 230).save(tmp_path / "zz_blank.png")
+    (tmp_path / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    args = ["run", str(tmp_path), "-q", "--format", "jsonl", "--probs", "--batch-size", "16"]
+    local = runner.invoke(main, args)
+    distributed = runner.invoke(main, [*args, "--engine", "ray", "--actors", "2"])
+    assert local.exit_code == distributed.exit_code == 1  # the broken file, on both engines
+    a, b = jsonl(local.stdout), jsonl(distributed.stdout)
+    assert len(a) == len(b) == 43
+    for x, y in zip(a, b):
+        for key in ("path", "digit", "inverted", "status", "error"):
+            assert x[key] == y[key], (key, x, y)
+        for key in ["confidence"] + [f"p{d}" for d in range(10)]:
+            assert x[key] == pytest.approx(y[key], abs=1e-5)
+
+
+def test_ray_summary_names_the_engine(runner, tmp_path, local_ray):
+    draw_digit().save(tmp_path / "seven.png")
+    result = runner.invoke(main, ["run", str(tmp_path), "--engine", "ray"])
+    assert result.exit_code == 0 and "ray (local" in result.stderr
+
+
+def test_without_ray_the_engine_is_one_line_naming_the_extra(runner, tmp_path, monkeypatch):
+    draw_digit().save(tmp_path / "seven.png")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    result = runner.invoke(main, ["run", str(tmp_path), "--engine", "ray"])
+    assert result.exit_code == 2
+    assert "pip install 'digitscan[ray]'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
