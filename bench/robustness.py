@@ -3,14 +3,18 @@
     python bench/robustness.py --data ../shared/mnist --split holdout   # for tuning (never trained on)
     python bench/robustness.py --data ../shared/mnist --split test      # for reporting
 
-Prints, per style, digitscan's accuracy and that of the seeds' preprocessing (plain 28 x 28 resize,
+Each scan is written to disk in its style's format (JPEG photos, BMP bitmaps, else PNG) and read
+back through `digitscan.predict`, decoding included. Prints, per style, digitscan's accuracy and that of the seeds' preprocessing (plain 28 x 28 resize,
 no inversion) with the same weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +26,19 @@ from digitscan.preprocess import MEAN, STD
 from digitscan.scorer import predict
 from digitscan.synth import STYLES
 from digitscan.trainingdata import load_mnist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from generate import SUFFIX  # noqa: E402  the same file formats as the examples
+
+
+def save_as_file(img: Image.Image, stem: Path, suffix: str) -> Path:
+    """Write a rendered scan as users would have it on disk (JPEG photos, BMP bitmaps, else PNG)."""
+    path = stem.with_suffix(suffix)
+    if suffix == ".jpg":
+        img.convert("RGB").save(path, quality=85)
+    else:
+        img.save(path)
+    return path
 
 
 def seed_preprocess(img: Image.Image) -> torch.Tensor:
@@ -51,9 +68,12 @@ def main() -> None:
         pick = rng.choice(len(labels), size=min(args.per_style, len(labels)), replace=False)
         truth = labels[pick].numpy()
         scans = [style(images[i].numpy(), rng) for i in pick]
-        tick = time.perf_counter()
-        results = predict(scans, weights=args.weights, workers=2)
-        seconds = time.perf_counter() - tick
+        with tempfile.TemporaryDirectory() as folder:
+            paths = [save_as_file(scan, Path(folder) / f"{k:05d}", SUFFIX.get(name, ".png"))
+                     for k, scan in enumerate(scans)]
+            tick = time.perf_counter()
+            results = predict(paths, weights=args.weights, workers=2)
+            seconds = time.perf_counter() - tick
         ours = np.mean([r.digit == t for r, t in zip(results, truth)])
         blank = sum(r.status != "ok" for r in results)
         with torch.inference_mode():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import shutil
@@ -130,18 +129,18 @@ def already_scored(out: str, fmt: str) -> set[str]:
     path = Path(out)
     if out == "-" or not path.exists():
         return set()
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if fmt == "csv":
-        return {row["path"] for row in csv.DictReader(io.StringIO(text, newline="")) if row.get("path")}
-    done = set()
-    for line in text.splitlines(keepends=True):
-        if not line.endswith("\n"):
-            break  # a line cut short by a crash: scored again
-        try:
-            done.add(json.loads(line)["path"])
-        except (ValueError, KeyError, TypeError):
-            raise OutputError(f"{out}: not a digitscan JSONL file (cannot resume from it)") from None
-    return done
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        if fmt == "csv":
+            return {row["path"] for row in csv.DictReader(f) if row.get("path")}
+        done = set()
+        for line in f:
+            if not line.endswith("\n"):
+                break  # a line cut short by a crash: scored again
+            try:
+                done.add(json.loads(line)["path"])
+            except (ValueError, KeyError, TypeError):
+                raise OutputError(f"{out}: not a digitscan JSONL file (cannot resume from it)") from None
+        return done
 
 
 def _drop_partial_line(path: Path) -> None:
