@@ -166,11 +166,12 @@ def fit(**options: object) -> None:
         result = run_fit(cfg, log=lambda line: console.print(line, highlight=False))
     except (DataUnavailable, WeightsError, DeviceError) as exc:
         _fail(str(exc))
+    if not result.main:
+        sys.exit(130 if result.interrupted else 0)
     if result.history:
         console.print(epochs_table(result.history))
-    if result.interrupted:
+    if result.interrupted or result.card is None:
         sys.exit(130)
-    assert result.card is not None
     console.print(f"wrote {cfg.out} (MNIST test accuracy {result.card['mnist_test_accuracy']:.4f}, "
                   f"sha256 {result.card['sha256'][:12]}…)", highlight=False)
 

@@ -59,9 +59,12 @@ class FitConfig:
 @dataclass
 class FitResult:
     card: dict[str, Any] | None
+    """The archive's card; None when interrupted, and on ranks other than the main one."""
     history: list[dict[str, float]]
     checkpoint: Path
     interrupted: bool
+    main: bool = True
+    """False on the other ranks of a torchrun job, which leave reporting to rank 0."""
 
 
 class _StopRequest:
@@ -178,7 +181,7 @@ def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: tor
                     save(epoch, step + 1)
                     log(f"interrupted: saved epoch {epoch + 1} step {step + 1}/{steps} to {cfg.checkpoint}; "
                         f"continue with --resume {cfg.checkpoint}")
-                    return FitResult(None, history, cfg.checkpoint, interrupted=True)
+                    return FitResult(None, history, cfg.checkpoint, interrupted=True, main=ranks.main)
             bar.close()
             history.append({"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                             "holdout_acc": accuracy(net, val_x, val_y, device),
@@ -191,7 +194,7 @@ def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: tor
                 f"MNIST test {last['test_acc']:.4f}  ({last['seconds']:.0f} s)")
 
     if not ranks.main:
-        return FitResult(None, history, cfg.checkpoint, interrupted=False)
+        return FitResult(None, history, cfg.checkpoint, interrupted=False, main=False)
     card = {
         "model": "DigitNet",
         "parameters": sum(p.numel() for p in net.parameters()),
