@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .decode import DecodeError, load_grey
+from .decode import COARSE_SIDE, FINE_SIDE, DecodeError, load_grey
 from .preprocess import FRAME, Invert, prepare
 
 OK, BLANK, ERROR = "ok", "blank", "error"
@@ -53,8 +53,13 @@ class ScanDataset(Dataset[Item]):
         return len(self.sources)
 
     def __getitem__(self, index: int) -> Item:
+        source = self.sources[index]
         try:
-            prepared = prepare(load_grey(self.sources[index]), self.invert)
+            grey = load_grey(source, COARSE_SIDE)
+            prepared = prepare(grey, self.invert)
+            if prepared.extent < 2 * COARSE_SIDE // 3 and COARSE_SIDE <= min(grey.shape) < 2 * COARSE_SIDE:
+                # Little or no ink in what may be a reduced image: look again at a finer resolution.
+                prepared = prepare(load_grey(source, FINE_SIDE), self.invert)
         except DecodeError as exc:
             return Item(index, None, None, ERROR, str(exc))
         except Exception as exc:  # a decoder bug must cost one row, not the run

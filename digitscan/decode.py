@@ -13,30 +13,33 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_PIXELS = 64_000_000
 """Images larger than this (width x height) are refused as possible decompression bombs."""
 
-WORK_SIDE = 256
-"""Images are reduced (JPEG draft mode, then a box filter) to about this side before preprocessing."""
+COARSE_SIDE = 48
+"""First look: images are reduced (JPEG draft mode, then a box filter) to about this shorter side."""
+FINE_SIDE = 256
+"""Second look, when the ink is small at COARSE_SIDE: reduced to about this shorter side only."""
 
 
 class DecodeError(Exception):
     """An input that cannot be read as an image; the message says why, for the error column."""
 
 
-def load_grey(source: str | Path | Image.Image) -> np.ndarray:
+def load_grey(source: str | Path | Image.Image, side: int = FINE_SIDE) -> np.ndarray:
     """Read a file (or PIL image) as a 2-D float32 array of grey levels in [0, 1].
 
     EXIF orientation is applied, transparency is composited onto white, animated images use their
-    first frame, and large images are reduced to about WORK_SIDE pixels on their shorter side.
+    first frame, and images larger than needed are reduced to about `side` pixels on their shorter
+    side (by an integer factor: JPEG draft decoding, then a box filter).
     """
     if isinstance(source, Image.Image):
-        return _to_array(_reduce(_upright(source)))
+        return _to_array(_reduce(_upright(source), side))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as im:
                 _check_size(im)
                 if im.format == "JPEG" and im.mode in ("L", "RGB", "YCbCr"):
-                    im.draft("L", (WORK_SIDE, WORK_SIDE))
-                return _to_array(_reduce(_upright(im)))
+                    im.draft("L", (side, side))
+                return _to_array(_reduce(_upright(im), side))
     except DecodeError:
         raise
     except FileNotFoundError:
@@ -78,8 +81,8 @@ def _upright(im: Image.Image) -> Image.Image:
     return im
 
 
-def _reduce(im: Image.Image) -> Image.Image:
-    factor = math.floor(min(im.size) / WORK_SIDE)
+def _reduce(im: Image.Image, side: int) -> Image.Image:
+    factor = math.floor(min(im.size) / side)
     if factor >= 2 and im.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
         if im.mode not in ("L", "RGB"):
             im = im.convert("RGB")

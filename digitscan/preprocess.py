@@ -31,10 +31,14 @@ MIN_INK_FRACTION = 0.0005
 
 @dataclass(frozen=True)
 class Prepared:
-    """A preprocessed image: `pixels` is the normalised 28 x 28 array, or None when blank."""
+    """A preprocessed image: `pixels` is the normalised 28 x 28 array, or None when blank.
+
+    `extent` is the longer side of the ink's bounding box in the input's pixels (0 when blank).
+    """
 
     pixels: np.ndarray | None
     inverted: bool
+    extent: int = 0
 
 
 def prepare(grey: np.ndarray, invert: Invert = "auto") -> Prepared:
@@ -51,7 +55,7 @@ def prepare(grey: np.ndarray, invert: Invert = "auto") -> Prepared:
     if strong < max(4, MIN_INK_FRACTION * ink.size):
         return Prepared(None, inverted)
     box = _crop_to_ink(ink)
-    return Prepared(_normalise(_centre(_fit_box(box))), inverted)
+    return Prepared(_normalise(_centre(_fit_box(box))), inverted, max(box.shape))
 
 
 def _flatten_background(grey: np.ndarray) -> tuple[np.ndarray, float]:
@@ -59,14 +63,15 @@ def _flatten_background(grey: np.ndarray) -> tuple[np.ndarray, float]:
 
     The fit starts from the border ring, which in a one-digit image is nearly all paper even when
     the ink covers half of the image, then takes in every pixel that lies close to the plane.
-    It runs on a grid of at most about 1,000 pixels: a plane needs no more.
+    It runs on a grid of about 400 pixels: a plane needs no more.
     """
     h, w = grey.shape
-    step = max(1, int(np.sqrt(h * w / 1024)))
+    step = max(1, round(np.sqrt(h * w / 400)))
     sample = grey[::step, ::step]
     values = sample.ravel()
-    xs = np.tile(np.arange(0, w, step, dtype=np.float32) / w, sample.shape[0])
-    ys = np.repeat(np.arange(0, h, step, dtype=np.float32) / h, sample.shape[1])
+    xs = np.arange(0, w, step, dtype=np.float32) / w
+    ys = np.arange(0, h, step, dtype=np.float32) / h
+    design = np.stack([np.ones(values.size, dtype=np.float32), np.tile(xs, ys.size), np.repeat(ys, xs.size)])
     ring = np.ones(sample.shape, dtype=bool)
     r = max(1, min(sample.shape) // 10)
     ring[r:-r, r:-r] = False
@@ -75,30 +80,35 @@ def _flatten_background(grey: np.ndarray) -> tuple[np.ndarray, float]:
     keep = ring & (np.abs(values - paper) <= max(2.5 * _mad(values[ring]), 0.02))
     coef = (paper, 0.0, 0.0)
     noise = 0.0
-    for _ in range(3):
-        coef = _fit_plane(xs[keep], ys[keep], values[keep], coef)
-        resid = values - (coef[0] + coef[1] * xs + coef[2] * ys)
+    for _ in range(2):
+        coef = _fit_plane(design[:, keep], values[keep], coef)
+        resid = values - (coef[0] + coef[1] * design[1] + coef[2] * design[2])
         noise = _mad(resid[keep]) if keep.any() else 0.0
         keep = np.abs(resid) <= max(3.0 * noise, 0.02)
-    plane = (coef[0] + coef[1] * (np.arange(w, dtype=np.float32) / w)[None, :]
-             + coef[2] * (np.arange(h, dtype=np.float32) / h)[:, None])
+    plane = coef[0] + coef[1] * (np.arange(w, dtype=np.float32) / w)[None, :] \
+        + coef[2] * (np.arange(h, dtype=np.float32) / h)[:, None]
     return grey - plane, float(noise)
 
 
-def _fit_plane(x: np.ndarray, y: np.ndarray, v: np.ndarray,
+def _fit_plane(design: np.ndarray, v: np.ndarray,
                fallback: tuple[float, float, float]) -> tuple[float, float, float]:
-    """Least-squares v = a + b x + c y by the 3 x 3 normal equations (the fallback if degenerate)."""
-    n = x.size
-    if n < 3:
+    """Least squares v = a + b x + c y (design rows: 1, x, y) by the normal equations and Cramer's rule.
+
+    Plain sums rather than a matrix product: BLAS's thread start-up costs more than these 3 x 400 sums.
+    """
+    if v.size < 3:
         return fallback
-    sx, sy, sxx, syy, sxy = x.sum(), y.sum(), (x * x).sum(), (y * y).sum(), (x * y).sum()
-    lhs = np.array([[n, sx, sy], [sx, sxx, sxy], [sy, sxy, syy]], dtype=np.float64)
-    rhs = np.array([v.sum(), (x * v).sum(), (y * v).sum()], dtype=np.float64)
-    try:
-        a, b, c = np.linalg.solve(lhs, rhs)
-    except np.linalg.LinAlgError:
-        return (float(v.mean()), 0.0, 0.0)
-    return (float(a), float(b), float(c))
+    x, y = design[1], design[2]
+    a11, a12, a13 = float(v.size), float(x.sum()), float(y.sum())
+    a22, a23, a33 = float((x * x).sum()), float((x * y).sum()), float((y * y).sum())
+    b1, b2, b3 = float(v.sum()), float((x * v).sum()), float((y * v).sum())
+    det = a11 * (a22 * a33 - a23 * a23) - a12 * (a12 * a33 - a23 * a13) + a13 * (a12 * a23 - a22 * a13)
+    if abs(det) < 1e-9 * a11 ** 3:
+        return (b1 / a11, 0.0, 0.0)  # the kept pixels lie on a line: fit the level only
+    c1 = b1 * (a22 * a33 - a23 * a23) - a12 * (b2 * a33 - a23 * b3) + a13 * (b2 * a23 - a22 * b3)
+    c2 = a11 * (b2 * a33 - a23 * b3) - b1 * (a12 * a33 - a23 * a13) + a13 * (a12 * b3 - b2 * a13)
+    c3 = a11 * (a22 * b3 - b2 * a23) - a12 * (a12 * b3 - b2 * a13) + b1 * (a12 * a23 - a22 * a13)
+    return (c1 / det, c2 / det, c3 / det)
 
 
 def _mad(values: np.ndarray) -> float:

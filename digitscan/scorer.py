@@ -58,6 +58,16 @@ class Scorer:
         skipped = set(skip)
         todo = [i for i in range(len(sources)) if i not in skipped]
         dataset = ScanDataset(sources, self.invert)
+        threads = torch.get_num_threads()
+        if self.device.type == "cpu" and self.workers and len(todo) > self.batch_size:
+            torch.set_num_threads(max(1, threads - self.workers))  # the loader workers need the cores too
+        try:
+            yield from self._score(dataset, sources, todo)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _score(self, dataset: ScanDataset, sources: Sequence[str | Image.Image],
+               todo: list[int]) -> Iterator[list[Result]]:
         isolating = False
         while todo:
             chunk = todo[: self.batch_size] if isolating else todo

@@ -98,3 +98,15 @@ def test_invert_override_is_obeyed():
     dark = grey(draw_digit(ink=20, paper=235))
     assert prepare(dark, invert="no").inverted is False
     assert prepare(dark, invert="yes").inverted is True
+
+
+def test_a_small_digit_in_a_large_frame_is_read_at_full_detail(tmp_path):
+    """Images are first decoded small; a digit that is small in its frame gets a second, finer look."""
+    from digitscan.dataset import ScanDataset
+
+    path = tmp_path / "small_seven.jpg"
+    draw_digit(size=(900, 800), box=(420, 380, 470, 450)).convert("RGB").save(path, quality=90)
+    item = ScanDataset([str(path)])[0]
+    reference = prepare(load_grey(path, side=800)).pixels  # at full resolution
+    assert item.status == "ok"
+    assert np.abs(item.pixels - reference).mean() < 0.15

@@ -58,10 +58,10 @@ def test_a_worker_that_dies_costs_one_row_not_the_run(tmp_path, monkeypatch):
         draw_digit().save(tmp_path / f"{k:02d}.png")
     real = dataset_module.load_grey
 
-    def crashing(source):
+    def crashing(source, *args):
         if str(source).endswith("05.png"):
             os._exit(3)  # what a segfault in a decoder looks like from the outside
-        return real(source)
+        return real(source, *args)
 
     monkeypatch.setattr(dataset_module, "load_grey", crashing)
     scorer = Scorer(workers=2, batch_size=3)
