@@ -8,8 +8,8 @@ import sys
 
 import pytest
 import ray
-
 from conftest import EXAMPLES, draw_digit
+
 from digitscan.cli import main
 
 
