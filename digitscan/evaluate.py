@@ -9,10 +9,9 @@ import torch
 
 from .augment import normalise
 from .devices import pick_device
-from .inputs import EXTENSIONS
 from .model import load_archive
 from .scorer import Scorer
-from .trainingdata import DataUnavailable, load_mnist
+from .trainingdata import labelled_files, load_mnist
 
 
 @dataclass
@@ -50,18 +49,7 @@ def evaluate_mnist(root: Path, weights: Path | None = None, device: str = "auto"
 def evaluate_folder(folder: Path, weights: Path | None = None, device: str = "auto", batch_size: int = 256,
                     workers: int | None = None) -> Evaluation:
     """Score a folder with subfolders 0..9 through the same pipeline as `digitscan run`."""
-    from torchvision.datasets import ImageFolder
-
-    try:
-        listing = ImageFolder(str(folder), loader=str, is_valid_file=lambda p: Path(p).suffix.lower() in EXTENSIONS)
-    except (FileNotFoundError, OSError) as exc:
-        raise DataUnavailable(f"{folder}: no labelled images ({exc})") from None
-    truth = {}
-    for path, index in listing.samples:
-        name = listing.classes[index]
-        if name not in {str(d) for d in range(10)}:
-            raise DataUnavailable(f"{folder}: subfolders must be named 0 to 9, found {name}")
-        truth[path] = int(name)
+    truth = dict(labelled_files(folder))
     scorer = Scorer(weights, device, batch_size, workers)
     confusion = torch.zeros(10, 10, dtype=torch.int64)
     unread = 0

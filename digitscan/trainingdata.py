@@ -9,8 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .decode import DecodeError, load_grey
-from .preprocess import MEAN, STD, prepare
+from .preprocess import MEAN, STD
 
 
 class DataUnavailable(Exception):
@@ -38,35 +37,40 @@ def load_mnist(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return ds.data, ds.targets
 
 
-def load_labelled(folder: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Scans in subfolders named 0..9 (torchvision ImageFolder layout), preprocessed exactly as `run` does.
-
-    Returns (uint8 images N x 28 x 28, labels N, messages for the files that were skipped).
-    """
+def labelled_files(folder: Path) -> list[tuple[str, int]]:
+    """(path, digit) for each image in subfolders named 0..9 (the torchvision ImageFolder layout)."""
     from torchvision.datasets import ImageFolder
 
     from .inputs import EXTENSIONS
 
     try:
-        ds = ImageFolder(str(folder), loader=str, is_valid_file=lambda p: Path(p).suffix.lower() in EXTENSIONS)
+        listing = ImageFolder(str(folder), loader=str, is_valid_file=lambda p: Path(p).suffix.lower() in EXTENSIONS)
     except (FileNotFoundError, OSError) as exc:
         raise DataUnavailable(f"{folder}: no labelled images ({exc})") from None
-    wrong = [c for c in ds.classes if c not in {str(d) for d in range(10)}]
+    wrong = [c for c in listing.classes if c not in {str(d) for d in range(10)}]
     if wrong:
         raise DataUnavailable(f"{folder}: subfolders must be named 0 to 9, found {', '.join(wrong[:5])}")
+    return [(path, int(listing.classes[index])) for path, index in listing.samples]
+
+
+def load_labelled(folder: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Labelled scans (see `labelled_files`), preprocessed exactly as `run` does.
+
+    Returns (uint8 images N x 28 x 28, labels N, messages for the files that were skipped).
+    """
+    from .dataset import ScanDataset
+
+    files = labelled_files(folder)
+    dataset = ScanDataset([path for path, _ in files])
     images, labels, skipped = [], [], []
-    for path, index in ds.samples:
-        try:
-            prepared = prepare(load_grey(path))
-        except DecodeError as exc:
-            skipped.append(f"{path}: {exc}")
+    for i, (path, digit) in enumerate(files):
+        item = dataset[i]
+        if item.pixels is None:
+            skipped.append(f"{path}: {item.error or 'blank (no ink found)'}")
             continue
-        if prepared.pixels is None:
-            skipped.append(f"{path}: blank (no ink found)")
-            continue
-        pixels = torch.from_numpy(prepared.pixels) * STD + MEAN
+        pixels = torch.from_numpy(item.pixels) * STD + MEAN
         images.append((pixels * 255).round().clamp(0, 255).to(torch.uint8))
-        labels.append(int(ds.classes[index]))
+        labels.append(digit)
     if not images:
         raise DataUnavailable(f"{folder}: no readable labelled images")
     return torch.stack(images), torch.tensor(labels, dtype=torch.int64), skipped
