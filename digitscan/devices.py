@@ -28,7 +28,7 @@ def pick_device(spec: str = "auto") -> torch.device:
 
 
 def describe(device: torch.device) -> str:
-    """A short human name: 'cpu (2 threads)' or 'cuda:0 (NVIDIA H100 ...)'."""
+    """A short human name: 'cpu (2 cores)' or 'cuda:0 (NVIDIA H100 ...)'."""
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    return f"cpu ({torch.get_num_threads()} cores)"

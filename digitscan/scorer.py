@@ -43,11 +43,11 @@ class Scorer:
     def __init__(self, weights: str | Path | None = None, device: str = "auto", batch_size: int = 256,
                  workers: int | None = None, invert: Invert = "auto") -> None:
         self.device = pick_device(device)
-        self.description = describe(self.device)
         self.model = load_archive(weights, self.device)
         self.batch_size = batch_size
         self.workers = default_workers() if workers is None else workers
         self.invert = invert
+        self.description = f"{describe(self.device)}, {self.workers} loader worker(s)"
 
     def score(self, sources: Sequence[str | Image.Image], skip: Iterable[int] = ()) -> Iterator[list[Result]]:
         """Yield batches of Results, one per source, in order, leaving out the indices in `skip`.
