@@ -54,10 +54,11 @@ def test_shipped_archive_loads_with_plain_torch_and_matches_its_card():
 def test_installed_console_script_works_from_another_folder(tmp_path):
     script = Path(sys.executable).with_name("digitscan")
     assert script.exists(), "install the package (pip install .) so the console script exists"
-    probe = subprocess.run([sys.executable, "-c", "import digitscan.model as m; print(m.default_weights())"],
+    probe = subprocess.run([sys.executable, "-c", "import digitscan.model as m; print(m.__file__); print(m.default_weights())"],
                            cwd=tmp_path, capture_output=True, text=True, check=True)
-    weights = Path(probe.stdout.strip())
-    assert weights.is_file() and REPO not in weights.parents, "weights must travel inside the installed package"
+    module, weights = (Path(p) for p in probe.stdout.splitlines())
+    assert module.parent != REPO / "digitscan", "the installed package, not the source tree, must be imported"
+    assert weights.is_file() and weights.parent == module.parent / "weights", "weights must travel in the package"
     done = subprocess.run([str(script), "run", str(EXAMPLES / "scans"), "--out", "results.csv", "--quiet"],
                           cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
