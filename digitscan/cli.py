@@ -106,8 +106,6 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, quiet: bool, **optio
         where = "" if out == "-" else f" in {out}; continue with --resume"
         console.print(f"interrupted: {outcome.tally.total:,} results kept{where}", highlight=False)
         sys.exit(130)
-    if not outcome.paths:
-        _fail("no images found in " + ", ".join(inputs))
     if outcome.tally.status["error"]:
         if quiet:
             console.print(f"{outcome.tally.status['error']} of {outcome.tally.total} images could not be read",

@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from .inputs import iter_paths
+from .inputs import InputError, iter_paths
 from .preprocess import Invert
 from .report import Tally
 from .scorer import Scorer
@@ -47,7 +47,6 @@ class RunOutcome:
     seconds: float
     skipped: int = 0
     interrupted: bool = False
-    paths: list[str] = field(default_factory=list)
 
 
 def make_scorer(opts: RunOptions) -> Scorer | RayScorer:
@@ -64,9 +63,11 @@ def run(inputs: list[str], opts: RunOptions, on_batch: Callable[[int], None] | N
     started = time.perf_counter()
     scorer = make_scorer(opts)
     paths = list(iter_paths(inputs, opts.recursive))
+    if not paths:
+        raise InputError("no images found in " + ", ".join(inputs))
     done = already_scored(opts.out, opts.fmt) if opts.resume else set()
     skip = [i for i, p in enumerate(paths) if p in done]
-    outcome = RunOutcome(Tally(), scorer.description, 0.0, skipped=len(skip), paths=paths)
+    outcome = RunOutcome(Tally(), scorer.description, 0.0, skipped=len(skip))
     writer = Writer(opts.out, opts.fmt, opts.probs, resume=opts.resume)
     progress = tqdm(total=len(paths) - len(skip), unit="img", file=sys.stderr, dynamic_ncols=True,
                     disable=True if opts.quiet else None, leave=False)

@@ -150,9 +150,10 @@ def test_exit_2_for_an_unknown_device(runner, scans):
     assert result.exit_code == 2 and "tpu" in result.stderr
 
 
-def test_exit_2_when_there_are_no_images(runner, tmp_path):
-    result = runner.invoke(main, ["run", str(tmp_path)])
+def test_exit_2_when_there_are_no_images_and_no_output_is_left(runner, tmp_path):
+    result = runner.invoke(main, ["run", str(tmp_path), "--out", str(tmp_path / "r.csv")])
     assert result.exit_code == 2 and "no images found" in result.stderr
+    assert not (tmp_path / "r.csv").exists()
 
 
 def test_invert_flag_changes_the_reading(runner, tmp_path):
