@@ -14,7 +14,7 @@ def test_torchrun_two_cpu_processes_write_one_loadable_archive(mnist_root, tmp_p
     out = tmp_path / "ddp.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "digitscan", "fit", "--scratch", "--device", "cpu", "--limit", "1024", "--epochs", "1",
          "--batch-size", "64", "--data", str(mnist_root), "--out", str(out)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
