@@ -5,7 +5,8 @@ Steps, on a greyscale array in [0, 1]:
 1. Fit the paper as a plane, starting from the border and leaving the ink out: this removes uneven light.
 2. Decide polarity (`ink_is_dark`): the side of the paper level that holds more ink mass above the
    noise wins. Dark ink on light paper is then inverted, so the digit is white on black as in MNIST.
-3. Subtract the noise floor and stretch the contrast; no ink left means the image is blank.
+3. Subtract the noise floor and stretch the contrast, erase ruled lines along the edges (cells cut
+   from forms), and call the image blank when no ink is left.
 4. Crop to the ink's bounding box, scale the longer side to 20 px keeping the aspect ratio, and place
    it in a 28 x 28 frame with its centre of mass at the centre.
 5. Normalise with MNIST's mean and standard deviation.
@@ -51,6 +52,7 @@ def prepare(grey: np.ndarray, invert: Invert = "auto") -> Prepared:
     if peak < MIN_CONTRAST:
         return Prepared(None, inverted)
     ink *= 1.0 / peak
+    ink = _drop_ruled_lines(ink)
     strong = int(np.count_nonzero(ink > 0.5))
     if strong < max(4, MIN_INK_FRACTION * ink.size):
         return Prepared(None, inverted)
@@ -73,7 +75,8 @@ def _flatten_background(grey: np.ndarray) -> tuple[np.ndarray, float]:
     ys = np.arange(0, h, step, dtype=np.float32) / h
     design = np.stack([np.ones(values.size, dtype=np.float32), np.tile(xs, ys.size), np.repeat(ys, xs.size)])
     ring = np.ones(sample.shape, dtype=bool)
-    r = max(1, min(sample.shape) // 10)
+    # A wide ring keeps a form's ruled lines a minority of it; a tight crop needs a thin one.
+    r = max(1, min(sample.shape) // (10 if min(h, w) < 40 else 5))
     ring[r:-r, r:-r] = False
     ring = ring.ravel()
     paper = _median(values[ring])
@@ -130,6 +133,32 @@ def ink_is_dark(residual: np.ndarray, noise: float) -> bool:
     dark = float(np.clip(-residual - floor, 0.0, None).sum())
     light = float(np.clip(residual - floor, 0.0, None).sum())
     return dark > light
+
+
+def _drop_ruled_lines(ink: np.ndarray) -> np.ndarray:
+    """Erase the parts of a form's printed box that a cut cell keeps: straight lines along its edges.
+
+    A ruled line is a run of at most a few rows (or columns) in the outer fifth of the image, each
+    inked across at least 90% of it. Tight crops under 40 px are left alone: there a digit's own bar
+    can span the frame.
+    """
+    if min(ink.shape) < 40:
+        return ink
+    on = ink > 0.3
+    for axis in (0, 1):
+        coverage = on.mean(axis=1 - axis)
+        size = coverage.size
+        band = max(2, size // 5)
+        for edge in (slice(0, band), slice(size - band, size)):
+            lines = np.flatnonzero(coverage[edge] >= 0.9) + edge.start
+            if lines.size == 0 or lines.size > max(3, size // 12):
+                continue  # no line, or a bar too thick to be a printed rule
+            lo, hi = max(0, lines.min() - 1), min(size, lines.max() + 2)  # with the line's soft edges
+            if axis == 0:
+                ink[lo:hi, :] = 0.0
+            else:
+                ink[:, lo:hi] = 0.0
+    return ink
 
 
 def _crop_to_ink(ink: np.ndarray, trim: float = 0.005) -> np.ndarray:

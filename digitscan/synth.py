@@ -83,6 +83,26 @@ def form_cell(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     return compose(alpha, (grey, grey, grey), (40, 40, 40), rng, light=0.1, noise=float(rng.uniform(3, 8)), blur=0.5)
 
 
+def ruled_cell(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A form cell cut with part of its printed box: straight lines along one to four edges."""
+    height = int(rng.integers(36, 80))
+    alpha = place(ink_alpha(digit, height, rng), (int(height * 1.5), int(height * rng.uniform(1.3, 1.8))), rng)
+    h, w = alpha.shape
+    thick = int(rng.integers(1, 4))
+    for edge in rng.permutation(4)[: int(rng.integers(1, 5))]:
+        offset = int(rng.integers(0, 3))
+        if edge == 0:
+            alpha[offset:offset + thick, :] = 0.8
+        elif edge == 1:
+            alpha[h - offset - thick:h - offset, :] = 0.8
+        elif edge == 2:
+            alpha[:, offset:offset + thick] = 0.8
+        else:
+            alpha[:, w - offset - thick:w - offset] = 0.8
+    grey = float(rng.uniform(215, 245))
+    return compose(alpha, (grey, grey, grey), (30, 30, 30), rng, light=0.1, noise=float(rng.uniform(2, 6)), blur=0.4)
+
+
 def tinted_photo(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     """A phone photo on tinted paper: colour cast, uneven light, noise, blur, JPEG."""
     height = int(rng.integers(50, 160))
@@ -143,6 +163,7 @@ def thin_pen(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
 STYLES: dict[str, Style] = {
     "clean_scan": clean_scan,
     "form_cell": form_cell,
+    "ruled_cell": ruled_cell,
     "tinted_photo": tinted_photo,
     "bitmap": bitmap,
     "low_res": low_res,

@@ -110,3 +110,31 @@ def test_a_small_digit_in_a_large_frame_is_read_at_full_detail(tmp_path):
     reference = prepare(load_grey(path, side=800)).pixels  # at full resolution
     assert item.status == "ok"
     assert np.abs(item.pixels - reference).mean() < 0.15
+
+
+def boxed(img: Image.Image, ink: int = 30, width: int = 2) -> Image.Image:
+    """The image with a printed box along its edges, as when a cell is cut from a form."""
+    from PIL import ImageDraw
+
+    out = img.copy()
+    ImageDraw.Draw(out).rectangle([0, 0, out.width - 1, out.height - 1], outline=ink, width=width)
+    return out
+
+
+def test_a_forms_ruled_box_is_ignored():
+    seven = draw_digit(size=(110, 120))
+    plain, ruled = prepare(grey(seven)), prepare(grey(boxed(seven)))
+    assert ruled.inverted is True
+    assert np.abs(ruled.pixels - plain.pixels).mean() < 0.05
+
+
+def test_an_empty_box_is_blank():
+    assert prepare(grey(boxed(Image.new("L", (110, 120), 235)))).pixels is None
+
+
+def test_a_tight_crops_own_bar_is_kept():
+    bar = Image.new("L", (24, 24), 255)
+    bar.paste(0, (0, 0, 24, 3))  # the top bar of a 7 that fills its crop
+    bar.paste(0, (14, 3, 17, 24))
+    out = pixels01(bar)
+    assert out.sum(axis=1).max() > 5  # the bar is still there
