@@ -138,3 +138,14 @@ def test_a_tight_crops_own_bar_is_kept():
     bar.paste(0, (14, 3, 17, 24))
     out = pixels01(bar)
     assert out.sum(axis=1).max() > 5  # the bar is still there
+
+
+def test_strong_vignetting_is_paper_not_ink():
+    clean = grey(draw_digit(size=(300, 280), ink=30, paper=235))
+    h, w = clean.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    falloff = 1 - 0.4 * (((yy - h / 2) / (h / 2)) ** 2 + ((xx - w / 2) / (w / 2)) ** 2)  # corners 80% darker
+    noisy = clean * falloff + np.random.default_rng(0).normal(0, 0.02, clean.shape)
+    shaded = prepare(np.clip(noisy, 0, 1).astype(np.float32))
+    assert shaded.inverted is True
+    assert np.abs(shaded.pixels - prepare(clean).pixels).mean() < 0.1  # a plane-only fit: 0.21
