@@ -62,11 +62,12 @@ def prepare(grey: np.ndarray, invert: Invert = "auto") -> Prepared:
 
 
 def _flatten_background(grey: np.ndarray) -> tuple[np.ndarray, float]:
-    """Residual after removing the paper (a robustly fitted plane), and the noise level (robust sigma).
+    """Residual after removing the paper (a robustly fitted plane plus a radial term), and the noise
+    level (robust sigma).
 
     The fit starts from the border ring, which in a one-digit image is nearly all paper even when
-    the ink covers half of the image, then takes in every pixel that lies close to the plane.
-    It runs on a grid of about 400 pixels: a plane needs no more.
+    the ink covers half of the image, then takes in every pixel that lies close to the fitted paper.
+    It runs on a grid of about 400 pixels: four parameters need no more.
     """
     h, w = grey.shape
     step = max(1, round(np.sqrt(h * w / 400)))
