@@ -14,7 +14,6 @@ from .decode import COARSE_SIDE, FINE_SIDE, DecodeError, load_grey
 from .preprocess import FRAME, Invert, prepare
 
 OK, BLANK, ERROR = "ok", "blank", "error"
-STATUS_CODES = (OK, BLANK, ERROR)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import platform
 import signal
 import time
@@ -22,7 +21,7 @@ from tqdm import tqdm
 from .augment import augment, normalise
 from .devices import describe
 from .distributed import Ranks, setup, teardown
-from .model import DigitNet, WeightsError, default_weights, load_archive, save_archive
+from .model import DigitNet, WeightsError, default_weights, load_archive, replacing, save_archive
 from .trainingdata import load_labelled, load_mnist
 
 HOLDOUT = 5000
@@ -248,6 +247,5 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write to a temporary file beside the target, then rename: a crash never leaves half a checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save(state, tmp)

@@ -80,18 +80,27 @@ def save_archive(model: nn.Module, path: Path, card: dict[str, Any]) -> dict[str
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     scripted = script(model.cpu())
-    tmp = path.with_name(path.name + ".tmp")
-    scripted.save(str(tmp))
-    card = {**card, "sha256": sha256(tmp)}
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        scripted.save(str(tmp))
+        card = {**card, "sha256": sha256(tmp)}
     write_json_atomic(card_path(path), card)
     return card
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block succeeds, rename it over `path`.
+
+    A crash or an error mid-write leaves the previous file whole (and at worst a stray .tmp).
+    """
     tmp = Path(path).with_name(Path(path).name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    yield tmp
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def load_archive(path: Path | None = None, device: torch.device | str = "cpu",
@@ -125,11 +134,3 @@ def load_archive(path: Path | None = None, device: torch.device | str = "cpu",
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, 10):
         raise WeightsError(f"{path}: archive must return N x 10 scores")
     return model
-
-
-def read_card(archive: Path) -> dict[str, Any]:
-    """The JSON card beside an archive, or {} when there is none."""
-    try:
-        return json.loads(card_path(archive).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}

@@ -15,7 +15,6 @@ from .scorer import Result
 
 COLUMNS = ["path", "digit", "confidence", "inverted", "status", "error"]
 PROB_COLUMNS = [f"p{d}" for d in range(10)]
-FORMATS = ("csv", "json", "jsonl")
 SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
