@@ -95,7 +95,7 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, quiet: bool, **optio
     from .run import RunOptions
     from .run import run as run_job
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         outcome = run_job(list(inputs), RunOptions(out=out, fmt=fmt, quiet=quiet, **options))  # type: ignore[arg-type]
     except (WeightsError, DeviceError, InputError, OutputError, EngineUnavailable) as exc:
@@ -104,12 +104,11 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, quiet: bool, **optio
         console.print(summary_table(outcome.tally, outcome.device, outcome.seconds, outcome.skipped))
     if outcome.interrupted:
         where = "" if out == "-" else f" in {out}; continue with --resume"
-        console.print(f"interrupted: {outcome.tally.total:,} results kept{where}", highlight=False)
+        console.print(f"interrupted: {outcome.tally.total:,} results kept{where}")
         sys.exit(130)
     if outcome.tally.status["error"]:
         if quiet:
-            console.print(f"{outcome.tally.status['error']} of {outcome.tally.total} images could not be read",
-                          highlight=False)
+            console.print(f"{outcome.tally.status['error']} of {outcome.tally.total} images could not be read")
         sys.exit(1)
 
 
@@ -152,7 +151,7 @@ def fit(**options: object) -> None:
     from .report import epochs_table
     from .trainingdata import DataUnavailable, default_data_root
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
     if options["scratch"] and options["start"]:
         _fail("--from and --scratch exclude each other")
     checkpoint = options.pop("checkpoint")
@@ -161,7 +160,7 @@ def fit(**options: object) -> None:
     if checkpoint is not None:
         cfg.checkpoint = checkpoint
     try:
-        result = run_fit(cfg, log=lambda line: console.print(line, highlight=False))
+        result = run_fit(cfg, log=console.print)
     except (DataUnavailable, WeightsError, DeviceError) as exc:
         _fail(str(exc))
     if not result.main:
@@ -171,7 +170,7 @@ def fit(**options: object) -> None:
     if result.interrupted or result.card is None:
         sys.exit(130)
     console.print(f"wrote {cfg.out} (MNIST test accuracy {result.card['mnist_test_accuracy']:.4f}, "
-                  f"sha256 {result.card['sha256'][:12]}…)", highlight=False)
+                  f"sha256 {result.card['sha256'][:12]}…)")
 
 
 @main.command("eval")
@@ -206,7 +205,7 @@ def evaluate(weights: Path | None, data: Path | None, labeled: Path | None, devi
             result = evaluate_mnist(data or default_data_root(), weights, device)
     except (DataUnavailable, WeightsError, DeviceError) as exc:
         _fail(str(exc))
-    console = Console()
+    console = Console(highlight=False, soft_wrap=True)
     console.print(confusion_table(result.confusion, result.name))
     unread = f", {result.unread} blank or unreadable" if result.unread else ""
-    console.print(f"accuracy {result.accuracy:.4f} on {result.total:,} images{unread}", highlight=False)
+    console.print(f"accuracy {result.accuracy:.4f} on {result.total:,} images{unread}")

@@ -27,6 +27,9 @@ from .trainingdata import load_labelled, load_mnist
 HOLDOUT = 5000
 """The last images of MNIST's training split, never trained on; any choice is made on them, not on test."""
 
+LABELLED_SHARE = 0.1
+"""--labeled scans are repeated until they make up about this share of an epoch."""
+
 # Settings that shape the run; on --resume they come from the checkpoint, not from the command line.
 SCHEDULE_KEYS = ("epochs", "batch_size", "lr", "seed", "limit")
 
@@ -115,8 +118,11 @@ def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: tor
         own_x, own_y, skipped = load_labelled(cfg.labeled)
         for message in skipped:
             log(f"skipped {message}")
-        log(f"added {len(own_y)} labelled scans from {cfg.labeled}")
-        train_x, train_y = torch.cat([train_x, own_x]), torch.cat([train_y, own_y])
+        # A few dozen scans would vanish among 55,000 MNIST digits: repeat them to a tenth of an epoch.
+        repeat = max(1, round(LABELLED_SHARE * len(train_y) / len(own_y)))
+        log(f"added {len(own_y)} labelled scans from {cfg.labeled}" + (f", each {repeat} times" if repeat > 1 else ""))
+        train_x = torch.cat([train_x, own_x.repeat(repeat, 1, 1)])
+        train_y = torch.cat([train_y, own_y.repeat(repeat)])
     train_x, train_y = train_x.to(device), train_y.to(device)
 
     net = DigitNet().to(device)
