@@ -9,7 +9,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +213,7 @@ def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: tor
         "train_images": shard * ranks.world,
         "epochs": history,
         "torch": torch.__version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     card = save_archive(net, cfg.out, card)
     return FitResult(card, history, cfg.checkpoint, interrupted=False)
