@@ -21,6 +21,7 @@ from tqdm import tqdm
 from .augment import augment, normalise
 from .devices import describe
 from .distributed import Ranks, setup, teardown
+from .evaluate import predict_tensors
 from .model import DigitNet, WeightsError, default_weights, load_archive, replacing, save_archive
 from .trainingdata import load_labelled, load_mnist
 
@@ -219,16 +220,9 @@ def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: tor
     return FitResult(card, history, cfg.checkpoint, interrupted=False)
 
 
-@torch.inference_mode()
-def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
-             batch_size: int = 1000) -> float:
+def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> float:
     """Share of uint8 MNIST-format images that the model labels correctly."""
-    model.eval()
-    correct = 0
-    for i in range(0, len(labels), batch_size):
-        x = normalise(images[i:i + batch_size].to(device).unsqueeze(1).float() / 255)
-        correct += int((model(x).argmax(1).cpu() == labels[i:i + batch_size]).sum())
-    return correct / max(len(labels), 1)
+    return float((predict_tensors(model, images, device) == labels).float().mean()) if len(labels) else 0.0
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
