@@ -48,7 +48,7 @@ def prepare(grey: np.ndarray, invert: Invert = "auto") -> Prepared:
     residual, noise = _flatten_background(grey)
     inverted = ink_is_dark(residual, noise) if invert == "auto" else invert == "yes"
     ink = -residual if inverted else residual
-    ink = np.clip(ink - max(3.0 * noise, 0.02), 0.0, None)
+    ink = np.clip(ink - _ink_floor(noise), 0.0, None)
     peak = float(ink.max()) if ink.size else 0.0
     if peak < MIN_CONTRAST:
         return Prepared(None, inverted)
@@ -90,7 +90,7 @@ def _flatten_background(grey: np.ndarray) -> tuple[np.ndarray, float]:
         coef = _fit_paper(design[:, keep], values[keep], coef)
         resid = values - coef @ design
         noise = _mad(resid[keep]) if keep.any() else 0.0
-        keep = np.abs(resid) <= max(3.0 * noise, 0.02)
+        keep = np.abs(resid) <= _ink_floor(noise)
     x = (np.arange(w, dtype=np.float32) / w)[None, :]
     y = (np.arange(h, dtype=np.float32) / h)[:, None]
     paper_level = coef[0] + coef[1] * x + coef[2] * y + coef[3] * ((x - 0.5) ** 2 + (y - 0.5) ** 2)
@@ -114,6 +114,11 @@ def _fit_paper(design: np.ndarray, v: np.ndarray, fallback: np.ndarray) -> np.nd
         return np.array([float(v.mean()), 0.0, 0.0, 0.0])
 
 
+def _ink_floor(noise: float) -> float:
+    """How far from the paper a pixel must be to count as ink: three sigmas of noise, at least 0.02."""
+    return max(3.0 * noise, 0.02)
+
+
 def _mad(values: np.ndarray) -> float:
     """Robust standard deviation (1.4826 x median absolute deviation)."""
     if values.size == 0:
@@ -129,7 +134,7 @@ def _median(values: np.ndarray) -> float:
 
 def ink_is_dark(residual: np.ndarray, noise: float) -> bool:
     """True when the image is dark ink on lighter paper: more ink mass lies below the paper than above."""
-    floor = max(3.0 * noise, 0.02)
+    floor = _ink_floor(noise)
     dark = float(np.clip(-residual - floor, 0.0, None).sum())
     light = float(np.clip(residual - floor, 0.0, None).sum())
     return dark > light
