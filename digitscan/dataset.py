@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .decode import COARSE_SIDE, FINE_SIDE, DecodeError, load_grey
-from .preprocess import FRAME, Invert, prepare
+from .preprocess import FRAME, Invert, Prepared, prepare_batch
 
 OK, BLANK, ERROR = "ok", "blank", "error"
 
@@ -42,7 +42,11 @@ class Batch:
 
 
 class ScanDataset(Dataset[Item]):
-    """Reads `sources[i]` (a path or a PIL image) and prepares it as MNIST would. Never raises for bad input."""
+    """Reads `sources[i]` (a path or a PIL image) and prepares it as MNIST would. Never raises for bad input.
+
+    The DataLoader fetches a batch at a time (`__getitems__`): each image is decoded on its own, then
+    the batch is preprocessed together.
+    """
 
     def __init__(self, sources: Sequence[str | Image.Image], invert: Invert = "auto") -> None:
         self.sources = sources
@@ -52,20 +56,50 @@ class ScanDataset(Dataset[Item]):
         return len(self.sources)
 
     def __getitem__(self, index: int) -> Item:
-        source = self.sources[index]
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Item]:
+        failed: dict[int, Item] = {}
+        greys = self._decode(indices, COARSE_SIDE, failed)
+        prepared = self._prepare(greys, failed)
+        # Little or no ink in what may be a reduced image: look again at a finer resolution.
+        again = [i for i, p in prepared.items()
+                 if p.extent < 2 * COARSE_SIDE // 3 and COARSE_SIDE <= min(greys[i].shape) < 2 * COARSE_SIDE]
+        prepared |= self._prepare(self._decode(again, FINE_SIDE, failed), failed)
+        return [failed[i] if i in failed else _item(i, prepared[i]) for i in indices]
+
+    def _decode(self, indices: Sequence[int], side: int, failed: dict[int, Item]) -> dict[int, np.ndarray]:
+        greys = {}
+        for i in indices:
+            try:
+                greys[i] = load_grey(self.sources[i], side)
+            except DecodeError as exc:
+                failed[i] = Item(i, None, None, ERROR, str(exc))
+            except Exception as exc:  # a decoder bug must cost one row, not the run
+                failed[i] = _unexpected(i, exc)
+        return greys
+
+    def _prepare(self, greys: dict[int, np.ndarray], failed: dict[int, Item]) -> dict[int, Prepared]:
+        """Preprocess the batch; should that fail, each image alone, so that a failure costs one row."""
         try:
-            grey = load_grey(source, COARSE_SIDE)
-            prepared = prepare(grey, self.invert)
-            if prepared.extent < 2 * COARSE_SIDE // 3 and COARSE_SIDE <= min(grey.shape) < 2 * COARSE_SIDE:
-                # Little or no ink in what may be a reduced image: look again at a finer resolution.
-                prepared = prepare(load_grey(source, FINE_SIDE), self.invert)
-        except DecodeError as exc:
-            return Item(index, None, None, ERROR, str(exc))
-        except Exception as exc:  # a decoder bug must cost one row, not the run
-            return Item(index, None, None, ERROR, f"unexpected failure: {type(exc).__name__}: {exc}"[:200])
-        if prepared.pixels is None:
-            return Item(index, None, prepared.inverted, BLANK)
-        return Item(index, prepared.pixels, prepared.inverted, OK)
+            batch = prepare_batch(list(greys.values()), self.invert)
+            return {i: batch[k] for k, i in enumerate(greys)}
+        except Exception as exc:
+            if len(greys) > 1:
+                return {i: p for i, g in greys.items() for p in self._prepare({i: g}, failed).values()}
+            for i in greys:
+                failed[i] = _unexpected(i, exc)
+            return {}
+
+
+def _item(index: int, prepared: Prepared) -> Item:
+    if prepared.pixels is None:
+        return Item(index, None, prepared.inverted, BLANK)
+    return Item(index, prepared.pixels, prepared.inverted, OK)
+
+
+def _unexpected(index: int, exc: Exception) -> Item:
+    return Item(index, None, None, ERROR, f"unexpected failure: {type(exc).__name__}: {exc}"[:200])
 
 
 def collate(items: list[Item]) -> Batch:

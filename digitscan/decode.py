@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 64_000_000
 """Images larger than this (width x height) are refused as possible decompression bombs."""
@@ -69,7 +69,8 @@ def _check_size(im: Image.Image) -> None:
 
 def _upright(im: Image.Image) -> Image.Image:
     """First frame, EXIF-rotated, alpha composited on white."""
-    im = ImageOps.exif_transpose(im)
+    if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        im = ImageOps.exif_transpose(im)  # a copy: a caller's own image is never changed
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     if im.mode in ("RGBa", "La", "PA"):

@@ -1,6 +1,6 @@
-"""MNIST's preprocessing for real scans: polarity, background, crop, 20 px box, centre of mass.
+"""MNIST's preprocessing for real scans, a batch at a time: polarity, background, crop, 20 px box, centre of mass.
 
-Steps, on a greyscale array in [0, 1]:
+Steps, on greyscale images with values in [0, 1]:
 
 1. Fit the paper as a plane plus a radial term, starting from the border and leaving the ink out:
    this removes uneven light and vignetting.
@@ -8,18 +8,26 @@ Steps, on a greyscale array in [0, 1]:
    noise wins. Dark ink on light paper is then inverted, so the digit is white on black as in MNIST.
 3. Subtract the noise floor and stretch the contrast, erase ruled lines along the edges (cells cut
    from forms), and call the image blank when no ink is left.
-4. Crop to the ink's bounding box, scale the longer side to 20 px keeping the aspect ratio, and place
-   it in a 28 x 28 frame with its centre of mass at the centre.
+4. Crop to the ink's bounding box, scale the longer side to 20 px keeping the aspect ratio (the
+   antialiased bilinear filter of PIL's resize), and place it in a 28 x 28 frame with its centre of
+   mass at the centre.
 5. Normalise with MNIST's mean and standard deviation.
+
+Every step is a tensor operation over the whole batch: images of similar size are padded into one
+canvas and carry their own height and width, so a batch of 256 costs about as many Python calls as
+one image.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from PIL import Image
+import torch
+import torch.nn.functional as F
 
 Invert = Literal["auto", "yes", "no"]
 
@@ -29,11 +37,15 @@ MIN_CONTRAST = 0.08
 """Ink must differ from the paper by at least this (on a 0..1 scale) after the noise floor."""
 MIN_INK_FRACTION = 0.0005
 """...and cover at least this fraction of the image (and 4 pixels), or the image is blank."""
+FIT_POINTS = 400
+"""The paper is fitted on a grid of about this many pixels: four parameters need no more."""
+GROUP = 16
+"""Images whose sides round up to the same multiple of this share a canvas."""
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A preprocessed image: `pixels` is the normalised 28 x 28 array, or None when blank.
+    """One preprocessed image: `pixels` is the normalised 28 x 28 array, or None when blank.
 
     `extent` is the longer side of the ink's bounding box in the input's pixels (0 when blank).
     """
@@ -43,169 +55,253 @@ class Prepared:
     extent: int = 0
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A preprocessed batch: N x 28 x 28 `pixels` (rows where `blank` is true are zeros), and per image
+    `inverted`, `blank` and `extent` (as in Prepared)."""
+
+    pixels: torch.Tensor
+    inverted: torch.Tensor
+    blank: torch.Tensor
+    extent: torch.Tensor
+
+    def __getitem__(self, i: int) -> Prepared:
+        blank = bool(self.blank[i])
+        return Prepared(None if blank else self.pixels[i].numpy(), bool(self.inverted[i]), int(self.extent[i]))
+
+
 def prepare(grey: np.ndarray, invert: Invert = "auto") -> Prepared:
-    """Turn a greyscale array (values in [0, 1]) into MNIST's 28 x 28 normalised format."""
-    residual, noise = _flatten_background(grey)
-    inverted = ink_is_dark(residual, noise) if invert == "auto" else invert == "yes"
-    ink = -residual if inverted else residual
-    ink = np.clip(ink - _ink_floor(noise), 0.0, None)
-    peak = float(ink.max()) if ink.size else 0.0
-    if peak < MIN_CONTRAST:
-        return Prepared(None, inverted)
-    ink *= 1.0 / peak
-    ink = _drop_ruled_lines(ink)
-    strong = int(np.count_nonzero(ink > 0.5))
-    if strong < max(4, MIN_INK_FRACTION * ink.size):
-        return Prepared(None, inverted)
-    box = _crop_to_ink(ink)
-    return Prepared(_normalise(_centre(_fit_box(box))), inverted, max(box.shape))
+    """Turn one greyscale array (values in [0, 1]) into MNIST's 28 x 28 normalised format."""
+    return prepare_batch([grey], invert)[0]
 
 
-def _flatten_background(grey: np.ndarray) -> tuple[np.ndarray, float]:
-    """Residual after removing the paper (a robustly fitted plane plus a radial term), and the noise
-    level (robust sigma).
+def prepare_batch(greys: Sequence[np.ndarray], invert: Invert = "auto") -> PreparedBatch:
+    """Prepare greyscale arrays of any sizes together (see the module's steps)."""
+    n = len(greys)
+    out = PreparedBatch(torch.zeros(n, FRAME, FRAME), torch.zeros(n, dtype=torch.bool),
+                        torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.long))
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, g in enumerate(greys):
+        groups.setdefault((-(-g.shape[0] // GROUP), -(-g.shape[1] // GROUP)), []).append(i)
+    for members in groups.values():
+        canvas, h, w = _pad([greys[i] for i in members])
+        pixels, inverted, blank, extent = _prepare_canvas(canvas, h, w, invert)
+        rows = torch.tensor(members)
+        out.pixels[rows], out.inverted[rows], out.blank[rows], out.extent[rows] = pixels, inverted, blank, extent
+    return out
+
+
+def _pad(greys: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One zero-padded N x H x W canvas (images at the top left), with each image's height and width."""
+    h = torch.tensor([g.shape[0] for g in greys])
+    w = torch.tensor([g.shape[1] for g in greys])
+    canvas = torch.zeros(len(greys), int(h.max()), int(w.max()))
+    for k, g in enumerate(greys):
+        canvas[k, :g.shape[0], :g.shape[1]] = torch.from_numpy(np.asarray(g, dtype=np.float32))
+    return canvas, h, w
+
+
+def _prepare_canvas(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
+                    invert: Invert) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Steps 1 to 5 on one padded canvas: pixels, inverted, blank and extent per image."""
+    n, height, width = x.shape
+    across, down, noise = _fit_paper_level(x, h, w)
+    floor = _ink_floor(noise)
+    # Distance from the paper in units of the ink floor; softshrink keeps what lies beyond it, signed.
+    unit = (1.0 / floor).view(n, 1, 1)
+    beyond = F.softshrink((x * unit).sub_(across * unit).sub_(down * unit), 1.0)
+    if bool((h < height).any() or (w < width).any()):
+        beyond.mul_(_inside(h, height).unsqueeze(2)).mul_(_inside(w, width).unsqueeze(1))
+    if invert == "auto":
+        inverted = ink_is_dark(beyond)
+    else:
+        inverted = torch.full((n,), invert == "yes")
+    ink = beyond.mul_(torch.where(inverted, -1.0, 1.0).view(n, 1, 1)).clamp_(min=0.0)
+    peak = ink.amax(dim=(1, 2))
+    blank = peak * floor < MIN_CONTRAST
+    ink.div_(peak.clamp(min=1e-12).view(n, 1, 1))
+    ink = _drop_ruled_lines(ink, h, w)
+    strong = (ink > 0.5).sum(dim=(1, 2), dtype=torch.int32)
+    blank |= strong < torch.clamp(MIN_INK_FRACTION * h * w, min=4.0)
+
+    weights = F.threshold(ink, 0.2, 0.0)
+    r0, r1 = _mass_span(weights.sum(dim=2))
+    c0, c1 = _mass_span(weights.sum(dim=1))
+    extent = torch.where(blank, 0, torch.maximum(r1 - r0, c1 - c0) + 1)
+    return _normalise(_centre(*_fit_box(ink, r0, r1, c0, c1))), inverted, blank, extent
+
+
+def _inside(size: torch.Tensor, length: int) -> torch.Tensor:
+    """N x length: 1.0 at the indices inside each image's `size`, 0.0 in the padding."""
+    return (torch.arange(length).view(1, length) < size.view(-1, 1)).float()
+
+
+def _fit_paper_level(x: torch.Tensor, h: torch.Tensor,
+                     w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The paper level, a robustly fitted plane plus a radial term, as its two separable parts
+    (N x 1 x W across the columns, N x H x 1 down the rows), and each image's noise level (robust sigma).
 
     The fit starts from the border ring, which in a one-digit image is nearly all paper even when
     the ink covers half of the image, then takes in every pixel that lies close to the fitted paper.
-    It runs on a grid of about 400 pixels: four parameters need no more.
+    It runs on a grid of about FIT_POINTS pixels.
     """
-    h, w = grey.shape
-    step = max(1, round(np.sqrt(h * w / 400)))
-    sample = grey[::step, ::step]
-    values = sample.ravel()
-    xs = np.arange(0, w, step, dtype=np.float32) / w
-    ys = np.arange(0, h, step, dtype=np.float32) / h
-    gx, gy = np.tile(xs, ys.size), np.repeat(ys, xs.size)
-    design = np.stack([np.ones(values.size, dtype=np.float32), gx, gy, (gx - 0.5) ** 2 + (gy - 0.5) ** 2])
-    ring = np.ones(sample.shape, dtype=bool)
-    # A wide ring keeps a form's ruled lines a minority of it; a tight crop needs a thin one.
-    r = max(1, min(sample.shape) // (10 if min(h, w) < 40 else 5))
-    ring[r:-r, r:-r] = False
-    ring = ring.ravel()
-    paper = _median(values[ring])
-    keep = ring & (np.abs(values - paper) <= max(2.5 * _mad(values[ring]), 0.02))
-    coef = np.array([paper, 0.0, 0.0, 0.0])
-    noise = 0.0
+    n, height, width = x.shape
+    step = max(1, round(math.sqrt(height * width / FIT_POINTS)))
+    iy = torch.arange(0, height, step).view(1, -1, 1)
+    ix = torch.arange(0, width, step).view(1, 1, -1)
+    values = x[:, ::step, ::step].reshape(n, -1)
+    inside = ((iy < h.view(n, 1, 1)) & (ix < w.view(n, 1, 1))).reshape(n, -1)
+    gy = (iy / h.view(n, 1, 1)).expand(n, iy.shape[1], ix.shape[2])
+    gx = (ix / w.view(n, 1, 1)).expand(n, iy.shape[1], ix.shape[2])
+    design = torch.stack([torch.ones_like(gx), gx, gy, (gx - 0.5) ** 2 + (gy - 0.5) ** 2], dim=1).reshape(n, 4, -1)
+
+    # The ring: a wide one keeps a form's ruled lines a minority of it; a tight crop needs a thin one.
+    sh, sw = ((h + step - 1) // step).view(n, 1, 1), ((w + step - 1) // step).view(n, 1, 1)
+    r = torch.clamp(torch.minimum(sh, sw) // torch.where(torch.minimum(h, w) < 40, 10, 5).view(n, 1, 1), min=1)
+    gi, gj = iy // step, ix // step
+    inner = (gi >= r) & (gi < sh - r) & (gj >= r) & (gj < sw - r)
+    ring = inside & ~inner.reshape(n, -1)
+
+    paper = _median(values, ring)
+    spread = 1.4826 * _median((values - paper[:, None]).abs(), ring)
+    keep = ring & ((values - paper[:, None]).abs() <= torch.clamp(2.5 * spread, min=0.02)[:, None])
+    coef = torch.zeros(n, 4)
+    coef[:, 0] = paper
+    noise = torch.zeros(n)
     for _ in range(2):
-        coef = _fit_paper(design[:, keep], values[keep], coef)
-        resid = values - coef @ design
-        noise = _mad(resid[keep]) if keep.any() else 0.0
-        keep = np.abs(resid) <= _ink_floor(noise)
-    x = (np.arange(w, dtype=np.float32) / w)[None, :]
-    y = (np.arange(h, dtype=np.float32) / h)[:, None]
-    paper_level = coef[0] + coef[1] * x + coef[2] * y + coef[3] * ((x - 0.5) ** 2 + (y - 0.5) ** 2)
-    return grey - paper_level.astype(np.float32), float(noise)
+        coef = _fit_paper(design, values, keep, coef)
+        resid = values - torch.bmm(coef.unsqueeze(1), design).squeeze(1)
+        noise = 1.4826 * _median((resid - _median(resid, keep)[:, None]).abs(), keep)
+        keep = inside & (resid.abs() <= _ink_floor(noise)[:, None])
+
+    fx = torch.arange(width).view(1, width) / w.view(n, 1)
+    fy = torch.arange(height).view(1, height) / h.view(n, 1)
+    across = coef[:, :1] + coef[:, 1:2] * fx + coef[:, 3:] * (fx - 0.5) ** 2
+    down = coef[:, 2:3] * fy + coef[:, 3:] * (fy - 0.5) ** 2
+    return across.unsqueeze(1), down.unsqueeze(2), noise
 
 
-def _fit_paper(design: np.ndarray, v: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """Least squares v = a + b x + c y + d r^2 (design rows: 1, x, y, r^2) by the normal equations.
+def _fit_paper(design: torch.Tensor, v: torch.Tensor, keep: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """Least squares v = a + b x + c y + d r^2 over the kept points, by the normal equations (N x 4).
 
-    The r^2 term takes vignetting and lamp fall-off. einsum (not @): a matrix product goes to
-    multithreaded BLAS, whose start-up costs more than these 4 x 400 sums.
+    The r^2 term takes vignetting and lamp fall-off. Too few points keep the previous fit; a singular
+    system falls back to the mean.
     """
-    if v.size < 4:
-        return fallback
-    d = design.astype(np.float64)
-    lhs = np.einsum("ik,jk->ij", d, d)
-    rhs = np.einsum("ik,k->i", d, v.astype(np.float64))
-    try:
-        return np.linalg.solve(lhs, rhs)
-    except np.linalg.LinAlgError:
-        return np.array([float(v.mean()), 0.0, 0.0, 0.0])
+    d = design * keep.float().unsqueeze(1)
+    lhs = torch.bmm(d, design.mT)
+    rhs = torch.bmm(d, v.unsqueeze(2)).squeeze(2)
+    solution, info = torch.linalg.solve_ex(lhs, rhs)
+    count = keep.sum(dim=1)
+    mean = torch.zeros_like(fallback)
+    mean[:, 0] = rhs[:, 0] / count.clamp(min=1)
+    solved = torch.where((info == 0)[:, None] & solution.isfinite().all(dim=1, keepdim=True), solution, mean)
+    return torch.where((count >= 4)[:, None], solved, fallback)
 
 
-def _ink_floor(noise: float) -> float:
+def _ink_floor(noise: torch.Tensor) -> torch.Tensor:
     """How far from the paper a pixel must be to count as ink: three sigmas of noise, at least 0.02."""
-    return max(3.0 * noise, 0.02)
+    return torch.clamp(3.0 * noise, min=0.02)
 
 
-def _mad(values: np.ndarray) -> float:
-    """Robust standard deviation (1.4826 x median absolute deviation)."""
-    if values.size == 0:
-        return 0.0
-    return 1.4826 * _median(np.abs(values - _median(values)))
+def _median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each row's median over its masked values (0 where none is)."""
+    return torch.where(mask, values, torch.nan).nanmedian(dim=1).values.nan_to_num(0.0)
 
 
-def _median(values: np.ndarray) -> float:
-    """The (upper) median by one partial sort: several times cheaper than np.median on small arrays."""
-    k = values.size // 2
-    return float(np.partition(values, k)[k])
+def ink_is_dark(beyond: torch.Tensor) -> torch.Tensor:
+    """True where an image is dark ink on lighter paper: more ink mass lies below the paper than above.
+
+    `beyond` holds each pixel's signed distance from the paper past the noise floor (0 within it).
+    """
+    return beyond.sum(dim=(1, 2)) < 0
 
 
-def ink_is_dark(residual: np.ndarray, noise: float) -> bool:
-    """True when the image is dark ink on lighter paper: more ink mass lies below the paper than above."""
-    floor = _ink_floor(noise)
-    dark = float(np.clip(-residual - floor, 0.0, None).sum())
-    light = float(np.clip(residual - floor, 0.0, None).sum())
-    return dark > light
-
-
-def _drop_ruled_lines(ink: np.ndarray) -> np.ndarray:
+def _drop_ruled_lines(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Erase the parts of a form's printed box that a cut cell keeps: straight lines along its edges.
 
     A ruled line is a run of at most a few rows (or columns) in the outer fifth of the image, each
     inked across at least 90% of it. Tight crops under 40 px are left alone: there a digit's own bar
     can span the frame.
     """
-    if min(ink.shape) < 40:
+    applies = torch.minimum(h, w) >= 40
+    if not bool(applies.any()):
         return ink
-    on = ink > 0.3
-    for axis in (0, 1):
-        coverage = on.mean(axis=1 - axis)
-        size = coverage.size
-        band = max(2, size // 5)
-        for edge in (slice(0, band), slice(size - band, size)):
-            lines = np.flatnonzero(coverage[edge] >= 0.9) + edge.start
-            if lines.size == 0 or lines.size > max(3, size // 12):
-                continue  # no line, or a bar too thick to be a printed rule
-            lo, hi = max(0, lines.min() - 1), min(size, lines.max() + 2)  # with the line's soft edges
-            if axis == 0:
-                ink[lo:hi, :] = 0.0
-            else:
-                ink[:, lo:hi] = 0.0
+    on = F.threshold(ink, 0.3, 0.0).sign_()
+    keeps = []
+    for dim, size, across in ((2, h, w), (1, w, h)):
+        coverage = on.sum(dim=dim) / across[:, None]
+        index = torch.arange(coverage.shape[1]).view(1, -1)
+        size = size[:, None]
+        band = torch.clamp(size // 5, min=2)
+        lines = coverage >= 0.9
+        keep = torch.ones_like(coverage)
+        for edge in (index < band, (index >= size - band) & (index < size)):
+            hits = lines & edge
+            count = hits.sum(dim=1, keepdim=True)
+            lo = torch.where(hits, index, index.shape[1]).amin(dim=1, keepdim=True)
+            hi = torch.where(hits, index, -1).amax(dim=1, keepdim=True)
+            printed = applies[:, None] & (count > 0) & (count <= torch.clamp(size // 12, min=3))
+            keep[printed & (index >= lo - 1) & (index <= hi + 1)] = 0.0  # with the line's soft edges
+        keeps.append(keep)
+    rows, cols = keeps
+    if bool((rows == 0).any() or (cols == 0).any()):
+        ink = ink * rows.unsqueeze(2) * cols.unsqueeze(1)
     return ink
 
 
-def _crop_to_ink(ink: np.ndarray, trim: float = 0.005) -> np.ndarray:
-    """Crop to the ink's bounding box, ignoring specks that hold under `trim` of the mass at each edge."""
-    weights = np.where(ink > 0.2, ink, 0.0)
-    rows, cols = weights.sum(axis=1), weights.sum(axis=0)
-    r0, r1 = _mass_span(rows, trim)
-    c0, c1 = _mass_span(cols, trim)
-    return ink[r0:r1 + 1, c0:c1 + 1]
+def _mass_span(profile: torch.Tensor, trim: float = 0.005) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and last index of each row of `profile` (ink mass along one axis) that bound the ink,
+    ignoring specks that hold under `trim` of the mass at each edge."""
+    cum = profile.cumsum(dim=1)
+    total = cum[:, -1:]
+    lo = torch.searchsorted(cum, total * trim, right=True).squeeze(1)
+    hi = torch.searchsorted(cum, total * (1.0 - trim)).squeeze(1)
+    return torch.minimum(lo, hi), torch.maximum(lo, hi)
 
 
-def _mass_span(profile: np.ndarray, trim: float) -> tuple[int, int]:
-    cum = np.cumsum(profile)
-    total = cum[-1]
-    lo = int(np.searchsorted(cum, total * trim, side="right"))
-    hi = int(np.searchsorted(cum, total * (1.0 - trim), side="left"))
-    return min(lo, hi), max(lo, hi)
+def _fit_box(ink: torch.Tensor, r0: torch.Tensor, r1: torch.Tensor, c0: torch.Tensor,
+             c1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Resize each crop so its longer side is BOX pixels, keeping the aspect ratio, into the top left
+    of a BOX x BOX array, and restore full contrast; also return each resized crop's height and width."""
+    hc, wc = r1 - r0 + 1, c1 - c0 + 1
+    scale = BOX / torch.maximum(hc, wc)
+    out_h = torch.clamp(torch.round(hc * scale), min=1)
+    out_w = torch.clamp(torch.round(wc * scale), min=1)
+    box = _resize_weights(r0, hc, out_h, ink.shape[1]) @ ink @ _resize_weights(c0, wc, out_w, ink.shape[2]).mT
+    top = box.amax(dim=(1, 2)).clamp(min=1e-12).view(-1, 1, 1)
+    return (box / top).clamp_(0.0, 1.0), out_h, out_w
 
 
-def _fit_box(crop: np.ndarray) -> np.ndarray:
-    """Scale so the longer side is BOX pixels, keeping the aspect ratio, and restore full contrast."""
-    h, w = crop.shape
-    scale = BOX / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    img = Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32), mode="F")
-    box = np.asarray(img.resize(size, Image.BILINEAR), dtype=np.float32)
-    top = float(box.max())
-    return np.clip(box * (1.0 / top), 0.0, 1.0) if top > 0 else box
+def _resize_weights(start: torch.Tensor, size: torch.Tensor, out: torch.Tensor, length: int) -> torch.Tensor:
+    """N x BOX x length matrices that resize input[start:start+size] to `out` samples as PIL's
+    bilinear filter does (a triangle widened by the reduction factor, weights normalised per sample)."""
+    n = start.shape[0]
+    scale = (size / out).view(n, 1, 1)
+    support = scale.clamp(min=1.0)
+    o = torch.arange(BOX).view(1, BOX, 1)
+    i = torch.arange(length).view(1, 1, length)
+    centre = start.view(n, 1, 1) + (o + 0.5) * scale
+    weights = (1.0 - ((i + 0.5 - centre) / support).abs()).clamp_(min=0.0)
+    weights *= (i >= start.view(n, 1, 1)) & (i < (start + size).view(n, 1, 1)) & (o < out.view(n, 1, 1))
+    return weights / weights.sum(dim=2, keepdim=True).clamp_(min=1e-12)
 
 
-def _centre(box: np.ndarray) -> np.ndarray:
-    """Place in a FRAME x FRAME array with the centre of mass at the centre (integer shift)."""
-    h, w = box.shape
-    total = float(box.sum())
-    cy = float((box.sum(axis=1) * (np.arange(h) + 0.5)).sum()) / total
-    cx = float((box.sum(axis=0) * (np.arange(w) + 0.5)).sum()) / total
-    top = min(max(int(round(FRAME / 2 - cy)), 0), FRAME - h)
-    left = min(max(int(round(FRAME / 2 - cx)), 0), FRAME - w)
-    frame = np.zeros((FRAME, FRAME), dtype=np.float32)
-    frame[top:top + h, left:left + w] = box
-    return frame
+def _centre(box: torch.Tensor, out_h: torch.Tensor, out_w: torch.Tensor) -> torch.Tensor:
+    """Place each box's out_h x out_w content in a FRAME x FRAME array with its centre of mass at the
+    centre (integer shift)."""
+    n = box.shape[0]
+    mass = box.sum(dim=(1, 2)).clamp(min=1e-12)
+    at = torch.arange(BOX) + 0.5
+    cy = (box.sum(dim=2) * at).sum(dim=1) / mass
+    cx = (box.sum(dim=1) * at).sum(dim=1) / mass
+    top = torch.minimum(torch.round(FRAME / 2 - cy).clamp(min=0), FRAME - out_h).long().view(n, 1, 1)
+    left = torch.minimum(torch.round(FRAME / 2 - cx).clamp(min=0), FRAME - out_w).long().view(n, 1, 1)
+    y = torch.arange(FRAME).view(1, FRAME, 1) - top
+    x = torch.arange(FRAME).view(1, 1, FRAME) - left
+    inside = (y >= 0) & (y < BOX) & (x >= 0) & (x < BOX)
+    source = (y.clamp(0, BOX - 1) * BOX + x.clamp(0, BOX - 1)).view(n, -1)
+    return box.reshape(n, -1).gather(1, source).view(n, FRAME, FRAME) * inside
 
 
-def _normalise(frame: np.ndarray) -> np.ndarray:
+def _normalise(frame: torch.Tensor) -> torch.Tensor:
     return (frame - MEAN) * (1.0 / STD)

@@ -27,7 +27,7 @@ class EngineUnavailable(Exception):
 def _prepare(batch: dict[str, np.ndarray], invert: str) -> dict[str, np.ndarray]:
     """Ray task: decode and preprocess a batch of paths exactly as the local engine does."""
     dataset = ScanDataset([str(p) for p in batch["path"]], invert)  # type: ignore[arg-type]
-    items = [dataset[i] for i in range(len(dataset))]
+    items = dataset.__getitems__(range(len(dataset)))
     blank = np.zeros((FRAME, FRAME), dtype=np.float32)
     return {
         "index": batch["index"],

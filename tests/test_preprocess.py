@@ -149,3 +149,27 @@ def test_strong_vignetting_is_paper_not_ink():
     shaded = prepare(np.clip(noisy, 0, 1).astype(np.float32))
     assert shaded.inverted is True
     assert np.abs(shaded.pixels - prepare(clean).pixels).mean() < 0.1  # a plane-only fit: 0.21
+
+
+def test_a_batch_prepares_each_image_as_it_would_be_alone():
+    """Images of mixed sizes share padded canvases; padding and neighbours must not change any result."""
+    from digitscan.preprocess import prepare_batch
+
+    images = [
+        draw_digit(size=(120, 110)),                                   # dark ink
+        ImageOps.invert(draw_digit(size=(118, 111), shape="zero")),    # light ink, padded in the same canvas
+        boxed(draw_digit(size=(110, 120))),                            # a form cell
+        Image.new("L", (100, 90), 240),                                # blank
+        draw_digit(size=(40, 300), shape="one", box=(10, 20, 30, 280)),  # a canvas of its own
+        draw_digit(size=(20, 20), ink=90, paper=200, box=(4, 3, 16, 17)),
+    ]
+    greys = [grey(img) for img in images]
+    batch = prepare_batch(greys)
+    for k, g in enumerate(greys):
+        alone = prepare(g)
+        assert (batch[k].pixels is None) == (alone.pixels is None), f"image {k}"
+        assert batch[k].inverted == alone.inverted and batch[k].extent == alone.extent, f"image {k}"
+        if alone.pixels is not None:
+            np.testing.assert_allclose(batch[k].pixels, alone.pixels, atol=1e-4, err_msg=f"image {k}")
+    assert [batch[k].pixels is None for k in range(len(greys))] == [False, False, False, True, False, False]
+    assert [batch[k].inverted for k in (0, 1, 2)] == [True, False, True]

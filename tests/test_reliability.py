@@ -73,6 +73,25 @@ def test_a_worker_that_dies_costs_one_row_not_the_run(tmp_path, monkeypatch):
     assert all(r.status == "ok" for r in results if r not in crashed)
 
 
+def test_a_preprocessing_failure_costs_one_row_not_the_batch(tmp_path, monkeypatch):
+    sizes = [(120, 110), (121, 111), (77, 99), (120, 112)]
+    for k, size in enumerate(sizes):
+        draw_digit(size=size).save(tmp_path / f"{k}.png")
+    real = dataset_module.prepare_batch
+
+    def failing(greys, *args):
+        if any(g.shape == (99, 77) for g in greys):
+            raise ValueError("a bug that only this image triggers")
+        return real(greys, *args)
+
+    monkeypatch.setattr(dataset_module, "prepare_batch", failing)
+    paths = sorted(str(p) for p in tmp_path.iterdir())
+    results = [r for batch in Scorer(workers=0, batch_size=4).score(paths) for r in batch]
+    assert [r.status for r in results] == ["ok", "ok", "error", "ok"]
+    assert "unexpected failure: ValueError: a bug that only this image triggers" in results[2].error
+    assert all(r.digit == 7 for r in results if r.status == "ok")
+
+
 def test_csv_output_appears_only_when_complete(tmp_path):
     target = tmp_path / "out.csv"
     target.write_text("previous results\n")
