@@ -24,7 +24,8 @@ class DecodeError(Exception):
 
 
 def load_grey(source: str | Path | Image.Image, side: int = FINE_SIDE) -> np.ndarray:
-    """Read a file (or PIL image) as a 2-D float32 array of grey levels in [0, 1].
+    """Read a file (or PIL image) as a 2-D array of grey levels: uint8 for 8-bit images, float32 in
+    [0, 1] for deeper ones (`preprocess.prepare` takes either).
 
     EXIF orientation is applied, transparency is composited onto white, animated images use their
     first frame, and images larger than needed are reduced to about `side` pixels on their shorter
@@ -92,7 +93,7 @@ def _reduce(im: Image.Image, side: int) -> Image.Image:
 
 
 def _to_array(im: Image.Image) -> np.ndarray:
-    """Greyscale float32 in [0, 1]; high-bit-depth images are scaled by their own bit depth."""
+    """Greyscale uint8 as decoded, or float32 in [0, 1] for high bit depths (scaled by their own depth)."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im, dtype=np.float32)
         top = float(a.max()) if a.size else 1.0
@@ -105,7 +106,7 @@ def _to_array(im: Image.Image) -> np.ndarray:
             im = im.convert("L")
         except ValueError:
             im = im.convert("RGB").convert("L")
-    return np.asarray(im, dtype=np.float32) * (1.0 / 255.0)
+    return np.frombuffer(im.tobytes(), dtype=np.uint8).reshape(im.height, im.width)
 
 
 def _size_or_none(source: str | Path) -> int | None:

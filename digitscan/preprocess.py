@@ -71,7 +71,7 @@ class PreparedBatch:
 
 
 def prepare(grey: np.ndarray, invert: Invert = "auto") -> Prepared:
-    """Turn one greyscale array (values in [0, 1]) into MNIST's 28 x 28 normalised format."""
+    """Turn one greyscale array (floats in [0, 1], or uint8) into MNIST's 28 x 28 normalised format."""
     return prepare_batch([grey], invert)[0]
 
 
@@ -92,13 +92,16 @@ def prepare_batch(greys: Sequence[np.ndarray], invert: Invert = "auto") -> Prepa
 
 
 def _pad(greys: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One zero-padded N x H x W canvas (images at the top left), with each image's height and width."""
+    """One zero-padded N x H x W canvas of values in [0, 1] (images at the top left), with each image's
+    height and width."""
     h = torch.tensor([g.shape[0] for g in greys])
     w = torch.tensor([g.shape[1] for g in greys])
     canvas = torch.zeros(len(greys), int(h.max()), int(w.max()))
+    filling = canvas.numpy()
     for k, g in enumerate(greys):
-        canvas[k, :g.shape[0], :g.shape[1]] = torch.from_numpy(np.asarray(g, dtype=np.float32))
-    return canvas, h, w
+        filling[k, :g.shape[0], :g.shape[1]] = g
+    scale = torch.tensor([1.0 / 255.0 if g.dtype == np.uint8 else 1.0 for g in greys])
+    return canvas.mul_(scale.view(-1, 1, 1)), h, w
 
 
 def _prepare_canvas(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
