@@ -94,6 +94,32 @@ def decode_floor(folder: Path, limit: int = 3000) -> float:
     return len(paths) / (time.perf_counter() - tick)
 
 
+def stage_costs(folder: Path, count: int = 2048, batch: int = 256) -> dict[str, float]:
+    """Microseconds per image, on one core, for each stage of `digitscan run`: decode, preprocess, model."""
+    import torch
+
+    from digitscan.decode import COARSE_SIDE, load_grey
+    from digitscan.model import load_archive
+    from digitscan.preprocess import prepare_batch
+
+    torch.set_num_threads(1)
+    paths = sorted(folder.iterdir())[:count]
+    model = load_archive()
+    tick = time.perf_counter()
+    greys = [load_grey(p, COARSE_SIDE) for p in paths]
+    decode = time.perf_counter() - tick
+    tick = time.perf_counter()
+    pixels = torch.cat([prepare_batch(greys[i:i + batch]).pixels for i in range(0, len(greys), batch)])
+    prep = time.perf_counter() - tick
+    with torch.inference_mode():
+        tick = time.perf_counter()
+        for i in range(0, len(pixels), batch):
+            model(pixels[i:i + batch].unsqueeze(1))
+        infer = time.perf_counter() - tick
+    return {name: seconds / len(paths) * 1e6 for name, seconds in
+            (("decode", decode), ("preprocess", prep), ("model", infer))}
+
+
 def large_photo_check(folder: Path) -> tuple[float, float, int, int]:
     """Seconds per photo with draft decoding vs full decode + resize, and how many predictions agree."""
     import torch
@@ -139,6 +165,10 @@ def main() -> None:
 
     floor = decode_floor(small)
     print(f"decode-only floor (small JPEG, greyscale): {floor:,.0f} images/s per core, {floor * cores:,.0f} on {cores}")
+
+    stages = stage_costs(small)
+    print("where the time goes, per image on one core: " +
+          ", ".join(f"{name} {us:.0f} us" for name, us in stages.items()))
 
     seed_s, seed_mb = timed([sys.executable, str(OUT / "seed_loop.py"), str(small), str(OUT / "seed.csv")])
     ours_s, ours_mb = timed([digitscan, "run", str(small), "--quiet", "--out", str(OUT / "ours.csv")])
