@@ -40,7 +40,9 @@ MIN_INK_FRACTION = 0.0005
 FIT_POINTS = 400
 """The paper is fitted on a grid of about this many pixels: four parameters need no more."""
 GROUP = 16
-"""Images whose sides round up to the same multiple of this share a canvas."""
+"""Images whose sides round up to the same multiple of this share a canvas..."""
+CANVAS_PIXELS = 1 << 23
+"""...of at most this many pixels (or one image): that bounds the memory a batch of large images takes."""
 
 
 @dataclass(frozen=True)
@@ -84,10 +86,14 @@ def prepare_batch(greys: Sequence[np.ndarray], invert: Invert = "auto") -> Prepa
     for i, g in enumerate(greys):
         groups.setdefault((-(-g.shape[0] // GROUP), -(-g.shape[1] // GROUP)), []).append(i)
     for members in groups.values():
-        canvas, h, w = _pad([greys[i] for i in members])
-        pixels, inverted, blank, extent = _prepare_canvas(canvas, h, w, invert)
-        rows = torch.tensor(members)
-        out.pixels[rows], out.inverted[rows], out.blank[rows], out.extent[rows] = pixels, inverted, blank, extent
+        area = max(greys[i].shape[0] for i in members) * max(greys[i].shape[1] for i in members)
+        step = max(1, CANVAS_PIXELS // area)
+        for start in range(0, len(members), step):
+            chunk = members[start:start + step]
+            canvas, h, w = _pad([greys[i] for i in chunk])
+            pixels, inverted, blank, extent = _prepare_canvas(canvas, h, w, invert)
+            rows = torch.tensor(chunk)
+            out.pixels[rows], out.inverted[rows], out.blank[rows], out.extent[rows] = pixels, inverted, blank, extent
     return out
 
 

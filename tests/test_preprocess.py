@@ -151,9 +151,15 @@ def test_strong_vignetting_is_paper_not_ink():
     assert np.abs(shaded.pixels - prepare(clean).pixels).mean() < 0.1  # a plane-only fit: 0.21
 
 
-def test_a_batch_prepares_each_image_as_it_would_be_alone():
-    """Images of mixed sizes share padded canvases; padding and neighbours must not change any result."""
+@pytest.mark.parametrize("canvas_pixels", [None, 1])
+def test_a_batch_prepares_each_image_as_it_would_be_alone(canvas_pixels, monkeypatch):
+    """Images of mixed sizes share padded canvases (or, over the memory bound, are split across several);
+    padding and neighbours must not change any result."""
+    from digitscan import preprocess
     from digitscan.preprocess import prepare_batch
+
+    if canvas_pixels is not None:
+        monkeypatch.setattr(preprocess, "CANVAS_PIXELS", canvas_pixels)
 
     images = [
         draw_digit(size=(120, 110)),                                   # dark ink
