@@ -19,6 +19,10 @@ from .model import load_archive
 from .preprocess import Invert
 
 
+LARGE_INPUT = 16 << 20
+"""Bytes of input files above which even less than one batch is shared out among the loader workers."""
+
+
 @dataclass
 class Result:
     """The prediction for one input; `digit` and `confidence` are None unless status is ok."""
@@ -58,21 +62,31 @@ class Scorer:
         skipped = set(skip)
         todo = [i for i in range(len(sources)) if i not in skipped]
         dataset = ScanDataset(sources, self.invert)
+        workers, batch_size = self._plan(sources, todo)
         threads = torch.get_num_threads()
-        if self.device.type == "cpu" and self.workers and len(todo) > self.batch_size:
-            torch.set_num_threads(max(1, threads - self.workers))  # the loader workers need the cores too
+        if self.device.type == "cpu" and workers:
+            torch.set_num_threads(max(1, threads - workers))  # the loader workers need the cores too
         try:
-            yield from self._score(dataset, sources, todo)
+            yield from self._score(dataset, sources, todo, workers, batch_size)
         finally:
             torch.set_num_threads(threads)
 
-    def _score(self, dataset: ScanDataset, sources: Sequence[str | Image.Image],
-               todo: list[int]) -> Iterator[list[Result]]:
+    def _plan(self, sources: Sequence[str | Image.Image], todo: list[int]) -> tuple[int, int]:
+        """Loader processes and batch size. Under one batch of images, workers pay for their start-up
+        only when the files are large (photos): then the images are shared out between them."""
+        if len(todo) > self.batch_size:
+            return self.workers, self.batch_size
+        if self.workers and _file_bytes(sources[i] for i in todo) > LARGE_INPUT:
+            workers = min(self.workers, len(todo))
+            return workers, -(-len(todo) // workers)
+        return 0, self.batch_size
+
+    def _score(self, dataset: ScanDataset, sources: Sequence[str | Image.Image], todo: list[int],
+               workers: int, batch_size: int) -> Iterator[list[Result]]:
         isolating = False
         while todo:
-            chunk = todo[: self.batch_size] if isolating else todo
-            workers = 1 if isolating else (self.workers if len(chunk) > self.batch_size else 0)
-            loader = make_loader(dataset, 1 if isolating else self.batch_size, workers, indices=chunk,
+            chunk = todo[:batch_size] if isolating else todo
+            loader = make_loader(dataset, 1 if isolating else batch_size, 1 if isolating else workers, indices=chunk,
                                  pin_memory=self.device.type == "cuda", prefetch=1 if isolating else 4)
             done = 0
             try:
@@ -109,6 +123,16 @@ class Scorer:
             else:
                 results.append(Result(name, None, None, item.inverted, item.status, item.error))
         return results
+
+
+def _file_bytes(sources: Iterable[str | Image.Image]) -> int:
+    total = 0
+    for source in sources:
+        try:
+            total += os.stat(source).st_size if isinstance(source, str) else 0
+        except OSError:
+            pass  # reported by the decoder, in its row
+    return total
 
 
 def _synchronous(loader: DataLoader) -> Iterator[Batch]:

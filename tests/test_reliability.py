@@ -167,3 +167,20 @@ def test_resume_refuses_json_and_stdout(runner, tmp_path):
     draw_digit().save(tmp_path / "a.png")
     assert runner.invoke(main, ["run", str(tmp_path), "--out", str(tmp_path / "r.json"), "--resume"]).exit_code == 2
     assert runner.invoke(main, ["run", str(tmp_path), "--resume"]).exit_code == 2
+
+
+def test_a_few_large_files_are_shared_out_among_the_workers(tmp_path, monkeypatch):
+    """Under one batch, small files are read in this process; large ones (photos) go to the workers."""
+    from digitscan import scorer as scorer_module
+
+    for k in range(5):
+        draw_digit(size=(400, 300)).save(tmp_path / f"{k}.png")
+    paths = sorted(str(p) for p in tmp_path.iterdir())
+    scorer = Scorer(workers=2, batch_size=256)
+    assert scorer._plan(paths, list(range(5))) == (0, 256)
+    monkeypatch.setattr(scorer_module, "LARGE_INPUT", 1000)
+    assert scorer._plan(paths, list(range(5))) == (2, 3)
+    shared = [r for batch in scorer.score(paths) for r in batch]
+    alone = [r for batch in Scorer(workers=0).score(paths) for r in batch]
+    assert [(r.path, r.digit, r.status) for r in shared] == [(r.path, r.digit, r.status) for r in alone]
+    assert [r.path for r in shared] == paths and all(r.digit == 7 for r in shared)
