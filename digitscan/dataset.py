@@ -1,4 +1,4 @@
-"""A torch Dataset over image paths (decode + preprocess per item) and the DataLoader that batches it."""
+"""A torch Dataset over image paths (decode each image, preprocess each batch) and the DataLoader that batches it."""
 
 from __future__ import annotations
 

@@ -172,8 +172,9 @@ def _fit_paper_level(x: torch.Tensor, h: torch.Tensor,
     ring = inside & ~inner.reshape(n, -1)
 
     paper = _median(values, ring)
-    spread = 1.4826 * _median((values - paper[:, None]).abs(), ring)
-    keep = ring & ((values - paper[:, None]).abs() <= torch.clamp(2.5 * spread, min=0.02)[:, None])
+    deviation = (values - paper[:, None]).abs()
+    spread = 1.4826 * _median(deviation, ring)
+    keep = ring & (deviation <= torch.clamp(2.5 * spread, min=0.02)[:, None])
     coef = torch.zeros(n, 4)
     coef[:, 0] = paper
     noise = torch.zeros(n)
