@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, ImageStat, UnidentifiedImageError
 
 MAX_PIXELS = 64_000_000
 """Images larger than this (width x height) are refused as possible decompression bombs."""
@@ -17,6 +17,10 @@ COARSE_SIDE = 48
 """First look: images are reduced (JPEG draft mode, then a box filter) to about this shorter side."""
 FINE_SIDE = 256
 """Second look, when the ink is small at COARSE_SIDE: reduced to about this shorter side only."""
+OPAQUE = 128
+"""Alpha from which a pixel counts as opaque (of 255)..."""
+CANVAS_SOLIDITY = 0.95
+"""...and an opaque area that fills this share of its bounding box is a canvas, cut out of its transparent frame."""
 
 
 class DecodeError(Exception):
@@ -69,7 +73,7 @@ def _check_size(im: Image.Image) -> None:
 
 
 def _upright(im: Image.Image) -> Image.Image:
-    """First frame, EXIF-rotated, alpha composited on white."""
+    """First frame, EXIF-rotated, transparency flattened (see `_flatten`)."""
     if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:
         im = ImageOps.exif_transpose(im)  # a copy: a caller's own image is never changed
     if im.mode == "P":
@@ -77,10 +81,30 @@ def _upright(im: Image.Image) -> Image.Image:
     if im.mode in ("RGBa", "La", "PA"):
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA") or (im.mode == "RGB" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(white, rgba).convert("RGB")
+        im = _flatten(im.convert("RGBA"))
     return im
+
+
+def _flatten(rgba: Image.Image) -> Image.Image:
+    """An image with transparency as the opaque picture a person sees in a drawing app.
+
+    An opaque canvas inside a transparent frame (a drawing app's export) is cut out: whatever colour
+    the transparent pixels hold is not part of the drawing. Strokes on a transparent background are
+    laid on white when they are dark and on black when they are light, so they always show.
+    """
+    alpha = rgba.getchannel("A")
+    if alpha.getextrema()[0] == 255:
+        return rgba.convert("RGB")
+    opaque = alpha.point(lambda v: 255 if v >= OPAQUE else 0)
+    box = opaque.getbbox()
+    if box is not None and box != (0, 0, *rgba.size):
+        solid = ImageStat.Stat(opaque.crop(box)).mean[0] / 255
+        if solid >= CANVAS_SOLIDITY:
+            rgba = rgba.crop(box)
+            alpha, opaque = alpha.crop(box), opaque.crop(box)
+    light = box is not None and ImageStat.Stat(rgba.convert("L"), mask=opaque).mean[0] > 127
+    ground = Image.new("RGBA", rgba.size, (0, 0, 0, 255) if light else (255, 255, 255, 255))
+    return Image.alpha_composite(ground, rgba).convert("RGB")
 
 
 def _reduce(im: Image.Image, side: int) -> Image.Image:
