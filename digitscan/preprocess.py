@@ -39,6 +39,23 @@ MIN_INK_FRACTION = 0.0005
 """...and cover at least this fraction of the image (and 4 pixels), or the image is blank."""
 FIT_POINTS = 400
 """The paper is fitted on a grid of about this many pixels: four parameters need no more."""
+UNSURE_SPREAD = 0.3
+"""A paper level whose spread passes this share of the image's contrast is no level at all..."""
+TONE_QUANTILES = (0.02, 0.98)
+"""...and the contrast runs between these quantiles of the image."""
+DEPTH_STEPS = 6
+"""Erosions that measure how thick each tone is, on the paper fit's grid."""
+LINE_SHARE = 24
+"""A ruled line is at most 1/LINE_SHARE of the image thick (and 3 px): a digit's own bar is thicker."""
+FAINT_INK = 0.2
+"""Ink (of the image's strongest) below this counts for nothing where the digit is located."""
+CLUTTER_GRID = 64
+"""Ink touching the border is traced on a grid of at most this many points a side..."""
+CLUTTER_EDGE = 2
+CLUTTER_GAP = 0.08
+CLUTTER_SPAN = 0.5
+"""...and when it runs along at least this share of one edge."""
+"""...and is clutter when other ink lies further than this share of the grid away from it."""
 GROUP = 16
 """Images whose sides round up to the same multiple of this share a canvas..."""
 CANVAS_PIXELS = 1 << 23
@@ -130,14 +147,24 @@ def _prepare_canvas(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
     blank = peak * floor < MIN_CONTRAST
     ink.div_(peak.clamp(min=1e-12).view(n, 1, 1))
     ink = _drop_ruled_lines(ink, h, w)
+    ink = _drop_border_clutter(ink, h, w)
     strong = (ink > 0.5).sum(dim=(1, 2), dtype=torch.int32)
     blank |= strong < torch.clamp(MIN_INK_FRACTION * h * w, min=4.0)
 
-    weights = F.threshold(ink, 0.2, 0.0)
+    framed, extent = frame(ink)
+    return _normalise(framed), inverted, blank, torch.where(blank, 0, extent)
+
+
+def frame(ink: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST's frame for N x H x W ink images (0 paper, 1 ink): crop to the ink, fit the crop's longer
+    side to BOX pixels keeping the aspect ratio, centre it by mass in FRAME x FRAME (values 0 to 1).
+
+    Also returns the longer side of each crop in input pixels.
+    """
+    weights = F.threshold(ink, FAINT_INK, 0.0)
     r0, r1 = _mass_span(weights.sum(dim=2))
     c0, c1 = _mass_span(weights.sum(dim=1))
-    extent = torch.where(blank, 0, torch.maximum(r1 - r0, c1 - c0) + 1)
-    return _normalise(_centre(*_fit_box(ink, r0, r1, c0, c1))), inverted, blank, extent
+    return _centre(*_fit_box(ink, r0, r1, c0, c1)), torch.maximum(r1 - r0, c1 - c0) + 1
 
 
 def _inside(size: torch.Tensor, length: int) -> torch.Tensor:
@@ -171,10 +198,24 @@ def _fit_paper_level(x: torch.Tensor, h: torch.Tensor,
     inner = (gi >= r) & (gi < sh - r) & (gj >= r) & (gj < sw - r)
     ring = inside & ~inner.reshape(n, -1)
 
-    paper = _median(values, ring)
+    # A tight crop's ring is mostly ink: then the whole image, where the paper is the steadier level, starts the fit.
+    paper, spread = _level(values, ring)
+    whole_paper, whole_spread = _level(values, inside)
+    steadier = (whole_spread <= spread)[:, None]
+    paper = torch.where(steadier[:, 0], whole_paper, paper)
+    spread = torch.minimum(spread, whole_spread)
     deviation = (values - paper[:, None]).abs()
-    spread = 1.4826 * _median(deviation, ring)
-    keep = ring & (deviation <= torch.clamp(2.5 * spread, min=0.02)[:, None])
+    keep = torch.where(steadier, inside, ring) & (deviation <= torch.clamp(2.5 * spread, min=0.02)[:, None])
+    # When ink covers about half of the crop, no level is steady: the paper is then the thicker of the two tones.
+    low, high = _quantiles(values, inside, TONE_QUANTILES)
+    unsure = spread > UNSURE_SPREAD * (high - low)
+    if bool(unsure.any()):
+        light = values > ((low + high) / 2)[:, None]
+        grid = (n, iy.shape[1], ix.shape[2])
+        light_is_paper = _depth(light, inside, grid) > _depth(~light, inside, grid)
+        tone = inside & (light == light_is_paper[:, None])
+        keep = torch.where(unsure[:, None], tone, keep)
+        paper = torch.where(unsure, _median(values, tone), paper)
     coef = torch.zeros(n, 4)
     coef[:, 0] = paper
     noise = torch.zeros(n)
@@ -189,6 +230,33 @@ def _fit_paper_level(x: torch.Tensor, h: torch.Tensor,
     across = coef[:, :1] + coef[:, 1:2] * fx + coef[:, 3:] * (fx - 0.5) ** 2
     down = coef[:, 2:3] * fy + coef[:, 3:] * (fy - 0.5) ** 2
     return across.unsqueeze(1), down.unsqueeze(2), noise
+
+
+def _level(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The median of the masked values and their robust spread (1.4826 median absolute deviations)."""
+    level = _median(values, mask)
+    return level, 1.4826 * _median((values - level[:, None]).abs(), mask)
+
+
+def _quantiles(values: torch.Tensor, mask: torch.Tensor, q: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's q[0] and q[1] quantiles over its masked values."""
+    both = torch.where(mask, values, torch.nan).nanquantile(torch.tensor(q), dim=1).nan_to_num(0.0)
+    return both[0], both[1]
+
+
+def _depth(mask: torch.Tensor, inside: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    """Mean depth of each image's masked grid points: how many erosions they survive (up to DEPTH_STEPS).
+
+    Strokes are a few points deep; the paper around or between them is deeper. The image's border
+    does not erode.
+    """
+    m = (mask | ~inside).view(grid).float().unsqueeze(1)
+    count = (mask & inside).sum(dim=1).clamp(min=1)
+    depth = torch.zeros(grid[0])
+    for _ in range(DEPTH_STEPS):
+        m = -F.max_pool2d(F.pad(-m, (1, 1, 1, 1), value=-1.0), 3, stride=1)
+        depth += (m.view(grid[0], -1) * inside).sum(dim=1)
+    return depth / count
 
 
 def _fit_paper(design: torch.Tensor, v: torch.Tensor, keep: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
@@ -250,13 +318,52 @@ def _drop_ruled_lines(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> to
             count = hits.sum(dim=1, keepdim=True)
             lo = torch.where(hits, index, index.shape[1]).amin(dim=1, keepdim=True)
             hi = torch.where(hits, index, -1).amax(dim=1, keepdim=True)
-            printed = applies[:, None] & (count > 0) & (count <= torch.clamp(size // 12, min=3))
+            printed = applies[:, None] & (count > 0) & (count <= torch.clamp(size // LINE_SHARE, min=3))
             keep[printed & (index >= lo - 1) & (index <= hi + 1)] = 0.0  # with the line's soft edges
         keeps.append(keep)
     rows, cols = keeps
     if bool((rows == 0).any() or (cols == 0).any()):
         ink = ink * rows.unsqueeze(2) * cols.unsqueeze(1)
     return ink
+
+
+def _drop_border_clutter(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Erase ink that reaches the image's border when other ink lies well away from it: the floor,
+    the page's edge or a hand around a small digit in a photo. A tight crop's digit, which touches
+    the border itself and has nothing far from it, is left alone, as are images under 40 px.
+
+    Works on a grid of at most CLUTTER_GRID points a side; ink within CLUTTER_EDGE points of the
+    border counts as reaching it.
+    """
+    n, height, width = ink.shape
+    step = max(1, math.ceil(max(height, width) / CLUTTER_GRID))
+    on = F.max_pool2d((ink > FAINT_INK / 2).float().unsqueeze(1), step, ceil_mode=True)
+    gh, gw = -(-h // step), -(-w // step)
+    band = 1.0 - (_inside(gh - CLUTTER_EDGE, on.shape[2]) * (torch.arange(on.shape[2]) >= CLUTTER_EDGE)).unsqueeze(2) \
+        * (_inside(gw - CLUTTER_EDGE, on.shape[3]) * (torch.arange(on.shape[3]) >= CLUTTER_EDGE)).unsqueeze(1)
+    reached = on * band.unsqueeze(1)
+    applies = reached.flatten(1).any(dim=1) & (torch.minimum(h, w) >= 40)
+    if not bool(applies.any()):
+        return ink
+    for i in range(4 * CLUTTER_GRID):  # flood the ink from the border
+        grown = F.max_pool2d(reached, 3, stride=1, padding=1) * on
+        if i % 8 == 7 and torch.equal(grown, reached):
+            break
+        reached = grown
+    gap = max(1, round(CLUTTER_GAP * CLUTTER_GRID))
+    near = F.max_pool2d(reached, 2 * gap + 1, stride=1, padding=gap)
+    far = (on * (1.0 - near)).flatten(1).sum(dim=1) >= 2
+    # Clutter runs along an edge (a floor, a page's edge); a digit touching the border touches it briefly.
+    r = reached[:, 0] > 0
+    iy, ix = torch.arange(r.shape[1]).view(1, -1, 1), torch.arange(r.shape[2]).view(1, 1, -1)
+    low_h, low_w = (gh - CLUTTER_EDGE).view(n, 1, 1), (gw - CLUTTER_EDGE).view(n, 1, 1)
+    edges = torch.stack([(r & (ix < CLUTTER_EDGE)).any(dim=2).sum(dim=1) / gh,
+                         (r & (ix >= low_w)).any(dim=2).sum(dim=1) / gh,
+                         (r & (iy < CLUTTER_EDGE)).any(dim=1).sum(dim=1) / gw,
+                         (r & (iy >= low_h)).any(dim=1).sum(dim=1) / gw], dim=1)
+    far &= edges.amax(dim=1) >= CLUTTER_SPAN
+    cleaned = ink * (1.0 - F.interpolate(reached, scale_factor=step)[:, 0, :height, :width])
+    return torch.where((applies & far).view(n, 1, 1), cleaned, ink)
 
 
 def _mass_span(profile: torch.Tensor, trim: float = 0.005) -> tuple[torch.Tensor, torch.Tensor]:

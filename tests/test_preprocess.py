@@ -179,3 +179,52 @@ def test_a_batch_prepares_each_image_as_it_would_be_alone(canvas_pixels, monkeyp
             np.testing.assert_allclose(batch[k].pixels, alone.pixels, atol=1e-4, err_msg=f"image {k}")
     assert [batch[k].pixels is None for k in range(len(greys))] == [False, False, False, True, False, False]
     assert [batch[k].inverted for k in (0, 1, 2)] == [True, False, True]
+
+
+def _overlap(got: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.minimum(got, reference).sum() / reference.sum())
+
+
+@pytest.mark.parametrize("shape", ["zero", "seven"])
+def test_tight_crop_touching_every_border_keeps_its_polarity(shape):
+    """A cell cut at the ink (or a digit stretched to fill its box): the ink reaches all four edges."""
+    framed = draw_digit(size=(120, 120), shape=shape, box=(30, 20, 90, 100))
+    tight = framed.crop(framed.point(lambda v: 255 if v < 128 else 0).getbbox()).resize((64, 64), Image.NEAREST)
+    a = np.asarray(tight)
+    assert all(edge.min() < 100 for edge in (a[0], a[-1], a[:, 0], a[:, -1]))  # ink on every edge
+    got = prepare(grey(tight))
+    assert got.inverted is True and got.pixels is not None
+    assert _overlap(got.pixels * STD + MEAN, pixels01(ImageOps.expand(tight, 16, fill=235))) > 0.85
+
+
+def test_drawing_app_canvas_inside_a_transparent_frame_is_cut_out():
+    """A black canvas with a white digit, in a frame of fully transparent pixels whose colour is black."""
+    canvas = ImageOps.invert(draw_digit(size=(90, 90), shape="zero"))
+    rgba = Image.new("RGBA", (150, 130), (0, 0, 0, 0))
+    rgba.paste(canvas.convert("RGBA"), (25, 20))
+    decoded = load_grey(rgba)
+    assert decoded.shape == (90, 90)
+    got = prepare(decoded)
+    assert got.inverted is False
+    assert np.abs(got.pixels - prepare(grey(canvas)).pixels).max() < 1e-5
+
+
+def test_light_strokes_on_a_transparent_background_are_seen():
+    strokes = ImageOps.invert(draw_digit())  # white digit
+    rgba = Image.new("RGBA", strokes.size, (255, 255, 255, 0))
+    rgba.putalpha(strokes)
+    got = prepare(load_grey(rgba))
+    assert got.pixels is not None
+    assert _overlap(got.pixels * STD + MEAN, pixels01(draw_digit())) > 0.85
+
+
+def test_floor_along_the_photo_edge_is_not_taken_for_ink():
+    """A small digit on a sheet, with a dark tiled floor showing along one edge of the photo."""
+    photo = np.full((400, 400), 225, dtype=np.uint8)
+    photo[:, 340:] = 120
+    photo[::60, 340:] = 50  # grout between the tiles
+    digit = draw_digit(size=(60, 60), ink=30, paper=225)
+    photo[170:230, 160:220] = np.asarray(digit)
+    got = prepare(photo)
+    assert got.inverted is True and got.extent < 60
+    assert _overlap(got.pixels * STD + MEAN, pixels01(digit)) > 0.85
