@@ -24,7 +24,7 @@ from digitscan.fit import HOLDOUT
 from digitscan.model import load_archive
 from digitscan.preprocess import MEAN, STD
 from digitscan.scorer import predict
-from digitscan.synth import STYLES
+from digitscan.synth import SHAPES, STYLES
 from digitscan.trainingdata import load_mnist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--per-style", type=int, default=1000)
     parser.add_argument("--weights", default=None)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--styles", default=",".join(STYLES))
+    parser.add_argument("--styles", default=",".join([*STYLES, *SHAPES]))
     args = parser.parse_args()
 
     images, labels = load_mnist(args.data, train=args.split == "holdout")
@@ -64,8 +64,12 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     print(f"{'style':14s} {'n':>5s} {'digitscan':>10s} {'seed prep':>10s} {'blank':>6s} {'s':>6s}")
     for name in args.styles.split(","):
-        style = STYLES[name]
-        pick = rng.choice(len(labels), size=min(args.per_style, len(labels)), replace=False)
+        if name in SHAPES:
+            digit, style = SHAPES[name]
+            among = np.nonzero(labels.numpy() == digit)[0]
+        else:
+            style, among = STYLES[name], np.arange(len(labels))
+        pick = rng.choice(among, size=min(args.per_style, len(among)), replace=False)
         truth = labels[pick].numpy()
         scans = [style(images[i].numpy(), rng) for i in pick]
         with tempfile.TemporaryDirectory() as folder:

@@ -9,7 +9,7 @@ import io
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 Style = Callable[[np.ndarray, np.random.Generator], Image.Image]
 
@@ -160,6 +160,108 @@ def thin_pen(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     return jpeg(img, 80)
 
 
+def tight_crop(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """Dark ink on white cut exactly at the ink, so it touches all four borders; half of them stretched
+    to fill a square box, as some data sets normalise digits."""
+    alpha = ink_alpha(digit, int(rng.integers(32, 100)), rng, thickness=int(rng.integers(0, 3)))
+    rows, cols = np.nonzero(alpha > 0.3)
+    alpha = alpha[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    if rng.random() < 0.5:
+        side = max(alpha.shape)
+        alpha = np.asarray(Image.fromarray(alpha, "F").resize((side, side), Image.Resampling.BILINEAR))
+    return compose(np.clip(alpha, 0, 1), (245, 245, 242), (25, 25, 30), rng, noise=2.0)
+
+
+def drawing_canvas(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A drawing app's PNG: an opaque canvas (mostly black with a white digit) inside a frame of fully
+    transparent pixels whose colour is black."""
+    height = int(rng.integers(40, 140))
+    alpha = place(ink_alpha(digit, height, rng, thickness=int(rng.integers(1, 4))), (int(height * 1.4),) * 2, rng)
+    light = rng.random() < 0.7
+    canvas = np.where(light, alpha, 1.0 - alpha) * 255
+    h, w = canvas.shape
+    top, bottom, left, right = (int(rng.integers(2, max(3, h // 2))) for _ in range(4))
+    rgba = np.zeros((h + top + bottom, w + left + right, 4), dtype=np.uint8)
+    rgba[top:top + h, left:left + w, :3] = canvas.astype(np.uint8)[..., None]
+    rgba[top:top + h, left:left + w, 3] = 255
+    return Image.fromarray(rgba, "RGBA")
+
+
+def cluttered_photo(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A phone photo of a small digit on a sheet lying on a tiled floor: the tiles show along one or
+    two edges of the frame, a shadow falls across the sheet, JPEG."""
+    side = int(rng.integers(400, 800))
+    tile = int(rng.integers(50, 120))
+    floor = np.full((side, side), float(rng.uniform(110, 170)), dtype=np.float32)
+    at = np.arange(side)
+    grout = (at[:, None] % tile < 4) | (at[None, :] % tile < 4)
+    floor[grout] = float(rng.uniform(40, 80))
+    sheet = np.zeros((side, side), dtype=bool)
+    edges = rng.permutation(4)[: int(rng.integers(1, 3))]
+    margin = [int(side * rng.uniform(0.06, 0.16)) if e in edges else 0 for e in range(4)]
+    sheet[margin[0]:side - margin[1], margin[2]:side - margin[3]] = True
+    paper = float(rng.uniform(200, 240))
+    grey = np.where(sheet, paper, floor)
+    height = int(side * rng.uniform(0.08, 0.16))
+    alpha = ink_alpha(digit, height, rng, thickness=int(rng.integers(1, 4)))
+    ah, aw = alpha.shape
+    top = int(side / 2 - ah / 2 + rng.uniform(-0.15, 0.15) * side)
+    left = int(side / 2 - aw / 2 + rng.uniform(-0.15, 0.15) * side)
+    region = grey[top:top + ah, left:left + aw]
+    region[:] = region * (1 - alpha) + 30 * alpha
+    cy, cx = rng.uniform(0, side, 2)
+    shadow = np.exp(-(((at[:, None] - cy) ** 2 + (at[None, :] - cx) ** 2) / (2 * (side * 0.3) ** 2)))
+    grey = grey * (1 - float(rng.uniform(0.2, 0.45)) * shadow)
+    img = Image.fromarray(np.clip(grey + rng.normal(0, 3, grey.shape), 0, 255).astype(np.uint8)).convert("RGB")
+    return jpeg(img.filter(ImageFilter.GaussianBlur(0.8)), int(rng.integers(70, 90)))
+
+
+def _stroke_width(alpha: np.ndarray) -> int:
+    """The pen's width: the median ink across a row or down a column (the thinner), where there is ink."""
+    widths = [float(np.median(line[line > 0.5])) for line in (alpha.sum(axis=1), alpha.sum(axis=0))]
+    return max(2, round(min(widths)))
+
+
+def _on_paper(alpha: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """Pen on white paper with a margin, flatbed scan, as clean_scan."""
+    alpha = place(np.clip(alpha, 0, 1), (int(alpha.shape[0] * rng.uniform(1.2, 1.8)),) * 2, rng)
+    return compose(alpha, (250, 250, 248), (20, 20, 30), rng, noise=2.0, blur=0.4)
+
+
+def continental_one(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A 1 written the European way: a long up-stroke (flag) at the top, sometimes a foot."""
+    alpha = ink_alpha(digit, int(rng.integers(50, 120)), rng)
+    h = alpha.shape[0]
+    pad = h // 2
+    alpha = np.pad(alpha, ((0, 0), (pad, pad)))
+    top = int(np.argmax(alpha.sum(axis=1) > 0.5))
+    bottom = h - 1 - int(np.argmax(alpha[::-1].sum(axis=1) > 0.5))
+    x_top = float(np.average(np.arange(alpha.shape[1]), weights=alpha[top] + 1e-6))
+    x_foot = float(np.average(np.arange(alpha.shape[1]), weights=alpha[bottom] + 1e-6))
+    img = Image.fromarray(alpha, "F")
+    pen = ImageDraw.Draw(img)
+    width = _stroke_width(alpha)
+    pen.line([(x_top, top), (x_top - h * rng.uniform(0.18, 0.35), top + h * rng.uniform(0.2, 0.4))], fill=1.0,
+             width=width)
+    if rng.random() < 0.4:
+        half = h * rng.uniform(0.15, 0.3)
+        pen.line([(x_foot - half, bottom), (x_foot + half, bottom)], fill=1.0, width=width)
+    return _on_paper(np.asarray(img), rng)
+
+
+def crossed_seven(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A 7 written the European way: a short bar across the middle of its stem."""
+    alpha = ink_alpha(digit, int(rng.integers(50, 120)), rng)
+    h = alpha.shape[0]
+    row = int(h * rng.uniform(0.45, 0.6))
+    x_mid = float(np.average(np.arange(alpha.shape[1]), weights=alpha[row] + 1e-6))
+    img = Image.fromarray(alpha, "F")
+    half, tilt = h * rng.uniform(0.15, 0.25), h * rng.uniform(-0.05, 0.05)
+    ImageDraw.Draw(img).line([(x_mid - half, row + tilt), (x_mid + half, row - tilt)], fill=1.0,
+                             width=_stroke_width(alpha))
+    return _on_paper(np.asarray(img), rng)
+
+
 STYLES: dict[str, Style] = {
     "clean_scan": clean_scan,
     "form_cell": form_cell,
@@ -170,4 +272,14 @@ STYLES: dict[str, Style] = {
     "chalkboard": chalkboard,
     "transparent": transparent,
     "thin_pen": thin_pen,
+    "tight_crop": tight_crop,
+    "drawing_canvas": drawing_canvas,
+    "cluttered_photo": cluttered_photo,
 }
+"""Styles that render any digit."""
+
+SHAPES: dict[str, tuple[int, Style]] = {
+    "continental_one": (1, continental_one),
+    "crossed_seven": (7, crossed_seven),
+}
+"""Continental forms of one digit each: (the digit, its style)."""

@@ -16,7 +16,7 @@ from digitscan.synth import STYLES
 from digitscan.trainingdata import load_mnist
 
 HERE = Path(__file__).resolve().parent
-SUFFIX = {"tinted_photo": ".jpg", "chalkboard": ".jpg", "thin_pen": ".jpg", "bitmap": ".bmp"}
+SUFFIX = {"tinted_photo": ".jpg", "chalkboard": ".jpg", "thin_pen": ".jpg", "cluttered_photo": ".jpg", "bitmap": ".bmp"}
 PER_STYLE = 5
 
 
