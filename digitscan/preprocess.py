@@ -50,11 +50,13 @@ LINE_SHARE = 24
 FAINT_INK = 0.2
 """Ink (of the image's strongest) below this counts for nothing where the digit is located."""
 CLUTTER_GRID = 64
-"""Ink touching the border is traced on a grid of at most this many points a side..."""
+"""Clutter along the border is traced on a grid of at most this many points a side..."""
 CLUTTER_EDGE = 2
-CLUTTER_GAP = 0.08
+"""...where ink within this many points of the border lies on an edge..."""
 CLUTTER_SPAN = 0.5
-"""...and when it runs along at least this share of one edge."""
+"""...and is clutter when it runs along at least this share of one edge..."""
+CLUTTER_GAP = 0.08
+"""...and other ink lies further than this share of the grid away from it."""
 """...and is clutter when other ink lies further than this share of the grid away from it."""
 GROUP = 16
 """Images whose sides round up to the same multiple of this share a canvas..."""
@@ -207,8 +209,10 @@ def _fit_paper_level(x: torch.Tensor, h: torch.Tensor,
     deviation = (values - paper[:, None]).abs()
     keep = torch.where(steadier, inside, ring) & (deviation <= torch.clamp(2.5 * spread, min=0.02)[:, None])
     # When ink covers about half of the crop, no level is steady: the paper is then the thicker of the two tones.
-    low, high = _quantiles(values, inside, TONE_QUANTILES)
-    unsure = spread > UNSURE_SPREAD * (high - low)
+    unsure = spread > UNSURE_SPREAD * MIN_CONTRAST  # below that contrast the image is blank anyway
+    if bool(unsure.any()):
+        low, high = _quantiles(values, inside, TONE_QUANTILES)
+        unsure &= spread > UNSURE_SPREAD * (high - low)
     if bool(unsure.any()):
         light = values > ((low + high) / 2)[:, None]
         grid = (n, iy.shape[1], ix.shape[2])
@@ -328,42 +332,41 @@ def _drop_ruled_lines(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> to
 
 
 def _drop_border_clutter(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Erase ink that reaches the image's border when other ink lies well away from it: the floor,
-    the page's edge or a hand around a small digit in a photo. A tight crop's digit, which touches
-    the border itself and has nothing far from it, is left alone, as are images under 40 px.
+    """Erase ink that runs along an edge of the image, and the ink connected to it, when other ink
+    lies well away from it: a floor, a page's edge or a table around a small digit in a photo. A digit
+    touching the border touches it briefly; a tight crop's digit has nothing far from it; images
+    under 40 px are left alone.
 
     Works on a grid of at most CLUTTER_GRID points a side; ink within CLUTTER_EDGE points of the
-    border counts as reaching it.
+    border lies on the edge.
     """
     n, height, width = ink.shape
     step = max(1, math.ceil(max(height, width) / CLUTTER_GRID))
-    on = F.max_pool2d((ink > FAINT_INK / 2).float().unsqueeze(1), step, ceil_mode=True)
-    gh, gw = -(-h // step), -(-w // step)
-    band = 1.0 - (_inside(gh - CLUTTER_EDGE, on.shape[2]) * (torch.arange(on.shape[2]) >= CLUTTER_EDGE)).unsqueeze(2) \
-        * (_inside(gw - CLUTTER_EDGE, on.shape[3]) * (torch.arange(on.shape[3]) >= CLUTTER_EDGE)).unsqueeze(1)
-    reached = on * band.unsqueeze(1)
-    applies = reached.flatten(1).any(dim=1) & (torch.minimum(h, w) >= 40)
+    on = (F.max_pool2d(ink.unsqueeze(1), step, ceil_mode=True)[:, 0] if step > 1 else ink) > FAINT_INK / 2
+    gh, gw = (-(-h // step)).view(n, 1, 1), (-(-w // step)).view(n, 1, 1)
+    iy, ix = torch.arange(on.shape[1]).view(1, -1, 1), torch.arange(on.shape[2]).view(1, 1, -1)
+    edges = [on & (ix < CLUTTER_EDGE), on & (ix >= gw - CLUTTER_EDGE), on & (iy < CLUTTER_EDGE),
+             on & (iy >= gh - CLUTTER_EDGE)]
+    along = torch.stack([e.any(dim=2).sum(dim=1) / gh.flatten() for e in edges[:2]]
+                        + [e.any(dim=1).sum(dim=1) / gw.flatten() for e in edges[2:]], dim=1)
+    applies = (along.amax(dim=1) >= CLUTTER_SPAN) & (torch.minimum(h, w) >= 40)
     if not bool(applies.any()):
         return ink
-    for i in range(4 * CLUTTER_GRID):  # flood the ink from the border
-        grown = F.max_pool2d(reached, 3, stride=1, padding=1) * on
+    k = torch.nonzero(applies).flatten()
+    grid_on = on[k].unsqueeze(1).float()
+    reached = (edges[0] | edges[1] | edges[2] | edges[3])[k].unsqueeze(1).float()
+    for i in range(4 * CLUTTER_GRID):  # flood the ink from the edges
+        grown = F.max_pool2d(reached, 3, stride=1, padding=1) * grid_on
         if i % 8 == 7 and torch.equal(grown, reached):
             break
         reached = grown
     gap = max(1, round(CLUTTER_GAP * CLUTTER_GRID))
     near = F.max_pool2d(reached, 2 * gap + 1, stride=1, padding=gap)
-    far = (on * (1.0 - near)).flatten(1).sum(dim=1) >= 2
-    # Clutter runs along an edge (a floor, a page's edge); a digit touching the border touches it briefly.
-    r = reached[:, 0] > 0
-    iy, ix = torch.arange(r.shape[1]).view(1, -1, 1), torch.arange(r.shape[2]).view(1, 1, -1)
-    low_h, low_w = (gh - CLUTTER_EDGE).view(n, 1, 1), (gw - CLUTTER_EDGE).view(n, 1, 1)
-    edges = torch.stack([(r & (ix < CLUTTER_EDGE)).any(dim=2).sum(dim=1) / gh,
-                         (r & (ix >= low_w)).any(dim=2).sum(dim=1) / gh,
-                         (r & (iy < CLUTTER_EDGE)).any(dim=1).sum(dim=1) / gw,
-                         (r & (iy >= low_h)).any(dim=1).sum(dim=1) / gw], dim=1)
-    far &= edges.amax(dim=1) >= CLUTTER_SPAN
-    cleaned = ink * (1.0 - F.interpolate(reached, scale_factor=step)[:, 0, :height, :width])
-    return torch.where((applies & far).view(n, 1, 1), cleaned, ink)
+    far = (grid_on * (1.0 - near)).flatten(1).sum(dim=1) >= 2
+    cleaned = ink[k] * (1.0 - F.interpolate(reached, scale_factor=step)[:, 0, :height, :width])
+    ink = ink.clone()
+    ink[k] = torch.where(far.view(-1, 1, 1), cleaned, ink[k])
+    return ink
 
 
 def _mass_span(profile: torch.Tensor, trim: float = 0.005) -> tuple[torch.Tensor, torch.Tensor]:
