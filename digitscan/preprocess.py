@@ -7,7 +7,8 @@ Steps, on greyscale images with values in [0, 1]:
 2. Decide polarity (`ink_is_dark`): the side of the paper level that holds more ink mass above the
    noise wins. Dark ink on light paper is then inverted, so the digit is white on black as in MNIST.
 3. Subtract the noise floor and stretch the contrast, erase ruled lines along the edges (cells cut
-   from forms), and call the image blank when no ink is left.
+   from forms) and clutter running along an edge (a floor around a photographed sheet), and call the
+   image blank when no ink is left.
 4. Crop to the ink's bounding box, scale the longer side to 20 px keeping the aspect ratio (the
    antialiased bilinear filter of PIL's resize), and place it in a 28 x 28 frame with its centre of
    mass at the centre.
@@ -57,7 +58,6 @@ CLUTTER_SPAN = 0.5
 """...and is clutter when it runs along at least this share of one edge..."""
 CLUTTER_GAP = 0.08
 """...and other ink lies further than this share of the grid away from it."""
-"""...and is clutter when other ink lies further than this share of the grid away from it."""
 GROUP = 16
 """Images whose sides round up to the same multiple of this share a canvas..."""
 CANVAS_PIXELS = 1 << 23
@@ -179,8 +179,9 @@ def _fit_paper_level(x: torch.Tensor, h: torch.Tensor,
     """The paper level, a robustly fitted plane plus a radial term, as its two separable parts
     (N x 1 x W across the columns, N x H x 1 down the rows), and each image's noise level (robust sigma).
 
-    The fit starts from the border ring, which in a one-digit image is nearly all paper even when
-    the ink covers half of the image, then takes in every pixel that lies close to the fitted paper.
+    The fit starts from the border ring, which in a one-digit image is nearly all paper, or from the
+    whole image when that is steadier (a tight crop); when neither is steady, from the thicker of the
+    two tones. It then takes in every pixel that lies close to the fitted paper.
     It runs on a grid of about FIT_POINTS pixels.
     """
     n, height, width = x.shape
@@ -209,11 +210,9 @@ def _fit_paper_level(x: torch.Tensor, h: torch.Tensor,
     deviation = (values - paper[:, None]).abs()
     keep = torch.where(steadier, inside, ring) & (deviation <= torch.clamp(2.5 * spread, min=0.02)[:, None])
     # When ink covers about half of the crop, no level is steady: the paper is then the thicker of the two tones.
-    unsure = spread > UNSURE_SPREAD * MIN_CONTRAST  # below that contrast the image is blank anyway
-    if bool(unsure.any()):
+    if bool((spread > UNSURE_SPREAD * MIN_CONTRAST).any()):  # below that contrast an image is blank anyway
         low, high = _quantiles(values, inside, TONE_QUANTILES)
-        unsure &= spread > UNSURE_SPREAD * (high - low)
-    if bool(unsure.any()):
+        unsure = spread > UNSURE_SPREAD * (high - low)
         light = values > ((low + high) / 2)[:, None]
         grid = (n, iy.shape[1], ix.shape[2])
         light_is_paper = _depth(light, inside, grid) > _depth(~light, inside, grid)
