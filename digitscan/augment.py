@@ -1,22 +1,39 @@
-"""Batch augmentation that makes MNIST look like preprocessed real scans; runs on the batch's device."""
+"""Batch augmentation that makes MNIST look like preprocessed real scans by many writers; runs on the batch's device.
+
+MNIST's writers were mostly American: few of its 1s carry a flag, few 7s a bar, few 9s a curled
+tail, few 4s an open top, and none is stretched to fill its box as some data sets and scanners do.
+`continental` and `_fill_box` draw those forms from MNIST's own digits, by label.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2.functional import gaussian_blur
 
-from .preprocess import MEAN, STD
+from .preprocess import FRAME, MEAN, STD
+
+CONTINENTAL = 0.5
+"""Share of the 1s, 7s and 9s given a continental stroke: a flag (sometimes a foot), a bar, a curled tail."""
+OPEN_FOUR = 0.4
+"""Share of the 4s whose right stem is cut at the bar (an open-topped 4)."""
+FILLED = 0.4
+"""Share of the digits stretched across towards a square, as digits normalised to fill their box are."""
 
 
-def augment(x: torch.Tensor) -> torch.Tensor:
-    """Randomly distort a batch of N x 1 x 28 x 28 digits with values in [0, 1]; return the same shape.
+def augment(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Randomly distort a batch of N x 1 x 28 x 28 digits with values in [0, 1] and their `labels`;
+    return the same shape.
 
-    Geometry (rotation, scale, aspect, shear, shift), stroke thickness, low resolution, binarisation,
-    blur, contrast (gamma) and noise, each drawn per sample from torch's global generator.
+    Continental forms, filled boxes, geometry (rotation, scale, aspect, shear, shift), stroke thickness,
+    low resolution, binarisation, blur, contrast (gamma) and noise, each drawn per sample from torch's
+    global generator.
     """
+    x = continental(x, labels)
+    x = _fill_box(x, _pick(x, FILLED).flatten())
     x = _affine(x)
     x = _thickness(x)
     x = _low_resolution(x, _pick(x, 0.2))
@@ -35,6 +52,102 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - MEAN) / STD
 
 
+def continental(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Draw continental forms onto some digits, strokes as wide as the digit's own: a flag down to the
+    left from the top of a 1 (and sometimes a foot), a bar across the stem of a 7, a tail curling
+    left and up from the foot of a 9; and cut the right stem of a 4 above its bar."""
+    n, device = x.shape[0], x.device
+    u = functools.partial(_uniform, n, device)
+    ink = x[:, 0]
+    top, bottom, _, _ = _bounds(ink)
+    height = (bottom - top + 1).float()
+    inked = (ink > 0.5).any(dim=2)
+    width = torch.where(inked, ink.sum(dim=2), torch.nan).nanmedian(dim=1).values.nan_to_num(2.0).clamp(1.5, 4.0)
+    index = torch.arange(FRAME, device=device)
+
+    def centre(row: torch.Tensor) -> torch.Tensor:
+        """Ink-weighted column of each image's `row` (rounded to a whole row)."""
+        line = ink[torch.arange(n, device=device), row.round().long().clamp(0, FRAME - 1)]
+        return (line * index).sum(dim=1) / line.sum(dim=1).clamp(min=1e-6)
+
+    chosen = torch.rand(n, device=device) < CONTINENTAL
+    ones, sevens, nines = (labels == 1) & chosen, (labels == 7) & chosen, (labels == 9) & chosen
+    head, foot = centre(top + 1.0), centre(bottom - 1.0)
+    bar = top + height * u(0.4, 0.6)
+    bar_at, bar_half, tilt = centre(bar), height * u(0.15, 0.3), height * u(-0.06, 0.06)
+    foot_half, tail, curl = height * u(0.15, 0.3), height * u(0.2, 0.5), u(0.0, 0.7)
+    low = bottom.float()
+    strokes = [  # (from y, from x, to y, to x, on which digits)
+        (top.float(), head, top + height * u(0.15, 0.8), head - height * u(0.15, 0.5), ones),
+        (low, foot - foot_half, low, foot + foot_half, ones & (torch.rand(n, device=device) < 0.3)),
+        (bar + tilt, bar_at - bar_half, bar - tilt, bar_at + bar_half, sevens),
+        (low, foot, low, foot - tail * curl, nines),
+        (low, foot - tail * curl, low - height * u(0.05, 0.4), foot - tail, nines),
+    ]
+    for y0, x0, y1, x1, which in strokes:
+        if bool(which.any()):
+            x = torch.maximum(x, (_segment(y0, x0, y1, x1, width) * which.view(n, 1, 1)).unsqueeze(1))
+
+    fours = (labels == 4) & (torch.rand(n, device=device) < OPEN_FOUR)
+    if bool(fours.any()):
+        # The bar is the widest row in the middle of the digit; the stem is the ink right of its centre.
+        below = index - top.view(n, 1)
+        middle = (below >= 0.35 * height.view(n, 1)) & (below <= 0.8 * height.view(n, 1))
+        bar_row = torch.where(middle, (ink > 0.3).sum(dim=2).float(), -1.0).argmax(dim=1)
+        above = index.view(1, FRAME, 1) < (bar_row - 1).view(n, 1, 1)
+        right = index.view(1, 1, FRAME) > centre(bar_row.float()).view(n, 1, 1)
+        x = x.masked_fill((above & right & fours.view(n, 1, 1)).unsqueeze(1), 0.0)
+    return x
+
+
+def _bounds(ink: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Top, bottom, left and right ink rows and columns of N x 28 x 28 images (inclusive)."""
+    index = torch.arange(FRAME, device=ink.device)
+    rows, cols = (ink > 0.3).any(dim=2), (ink > 0.3).any(dim=1)
+    return (torch.where(rows, index, FRAME).amin(dim=1).clamp(max=FRAME - 1),
+            torch.where(rows, index, -1).amax(dim=1).clamp(min=0),
+            torch.where(cols, index, FRAME).amin(dim=1).clamp(max=FRAME - 1),
+            torch.where(cols, index, -1).amax(dim=1).clamp(min=0))
+
+
+def _segment(y0: torch.Tensor, x0: torch.Tensor, y1: torch.Tensor, x1: torch.Tensor,
+             width: torch.Tensor) -> torch.Tensor:
+    """N x 28 x 28 antialiased line segments from (y0, x0) to (y1, x1), `width` pixels wide."""
+    n, device = y0.shape[0], y0.device
+    at = torch.arange(FRAME, device=device, dtype=torch.float32)
+    py, px = at.view(1, FRAME, 1), at.view(1, 1, FRAME)
+    ay, ax = y0.view(n, 1, 1), x0.view(n, 1, 1)
+    dy, dx = (y1 - y0).view(n, 1, 1), (x1 - x0).view(n, 1, 1)
+    t = (((py - ay) * dy + (px - ax) * dx) / (dy * dy + dx * dx).clamp(min=1e-6)).clamp(0.0, 1.0)
+    distance = torch.hypot(py - (ay + t * dy), px - (ax + t * dx))
+    return (width.view(n, 1, 1) / 2 + 0.5 - distance).clamp(0.0, 1.0)
+
+
+def _fill_box(x: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    """Stretch the chosen digits across, about their centre, 1.3 to 3 times (at most to a square)."""
+    if not bool(which.any()):
+        return x
+    n = x.shape[0]
+    top, bottom, left, right = _bounds(x[:, 0])
+    height, width = (bottom - top + 1).float(), (right - left + 1).float()
+    target = torch.maximum(torch.minimum(height, width * _uniform(n, x.device, 1.3, 3.0)), width)
+    squeeze = width / target
+    middle = (left + right).float() / 2
+    # theta maps output to input coordinates (normalised, align_corners=False): x_in = squeeze * x_out + shift.
+    half = FRAME / 2
+    shift = (squeeze * (half - 0.5 - middle) + middle + 0.5) / half - 1
+    zero, one = torch.zeros_like(squeeze), torch.ones_like(squeeze)
+    theta = torch.stack([torch.stack([squeeze, zero, shift], 1), torch.stack([zero, one, zero], 1)], 1)
+    wide = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), mode="bilinear",
+                         padding_mode="zeros", align_corners=False)
+    return torch.where(which.view(n, 1, 1, 1), wide, x)
+
+
+def _uniform(n: int, device: torch.device, lo: float, hi: float) -> torch.Tensor:
+    """n draws, uniform between lo and hi."""
+    return torch.empty(n, device=device).uniform_(lo, hi)
+
+
 def _pick(x: torch.Tensor, p: float) -> torch.Tensor:
     """A per-sample boolean mask, broadcastable over the image, true with probability p."""
     return torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p
@@ -42,7 +155,7 @@ def _pick(x: torch.Tensor, p: float) -> torch.Tensor:
 
 def _affine(x: torch.Tensor) -> torch.Tensor:
     n = x.shape[0]
-    u = lambda lo, hi: torch.empty(n, device=x.device).uniform_(lo, hi)  # noqa: E731
+    u = functools.partial(_uniform, n, x.device)
     angle = u(-14, 14) * (math.pi / 180)
     scale = u(0.85, 1.12)
     aspect = u(-0.12, 0.12).exp()

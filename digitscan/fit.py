@@ -168,8 +168,8 @@ def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: tor
                        disable=None if ranks.main else True)
             for step in bar:
                 index = order[step * cfg.batch_size:(step + 1) * cfg.batch_size].to(device)
-                x = normalise(augment(train_x[index].unsqueeze(1).float() / 255))
                 y = train_y[index]
+                x = normalise(augment(train_x[index].unsqueeze(1).float() / 255, y))
                 scores = model(x)
                 loss = F.cross_entropy(scores, y)
                 optimizer.zero_grad(set_to_none=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from digitscan.fit import HOLDOUT
-from digitscan.synth import STYLES
+from digitscan.synth import SHAPES, STYLES
 from digitscan.trainingdata import load_mnist
 
 HERE = Path(__file__).resolve().parent
@@ -32,9 +32,12 @@ def main() -> None:
     for old in out.iterdir():
         old.unlink()
     rows = []
-    for name, style in STYLES.items():
+    everyone = np.arange(len(labels))
+    kinds = [(name, style, everyone) for name, style in STYLES.items()]
+    kinds += [(name, style, np.nonzero(labels.numpy() == digit)[0]) for name, (digit, style) in SHAPES.items()]
+    for name, style, among in kinds:
         for k in range(PER_STYLE):
-            i = int(rng.integers(len(labels)))
+            i = int(among[rng.integers(len(among))])
             file = out / f"{name}_{k + 1}{SUFFIX.get(name, '.png')}"
             img = style(images[i].numpy(), rng)
             if file.suffix == ".jpg":

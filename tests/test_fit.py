@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from digitscan import augment as augment_module
 from digitscan import fit as fit_module
 from digitscan.cli import main
 from digitscan.fit import FitConfig, fit
@@ -135,3 +136,26 @@ def test_missing_data_is_one_clear_line_and_exit_2(runner, tmp_path):
     assert result.exit_code == 2
     assert result.stderr.startswith("digitscan: MNIST") and "--data" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_augmentation_draws_continental_forms_by_label(mnist_root, monkeypatch):
+    """Flags go on 1s, bars on 7s, tails on 9s, open tops on 4s; other digits only get the usual distortions."""
+    monkeypatch.setattr(augment_module, "CONTINENTAL", 1.0)
+    monkeypatch.setattr(augment_module, "OPEN_FOUR", 1.0)
+    torch.manual_seed(0)
+    images, labels = load_mnist(mnist_root, train=True)
+    pick = torch.cat([torch.nonzero(labels == d).flatten()[:20] for d in (0, 1, 4, 7, 9)])
+    x = images[pick].unsqueeze(1).float() / 255
+    changed = (augment_module.continental(x, labels[pick]) - x).abs().sum(dim=(1, 2, 3)) > 1.0
+    assert changed.view(5, 20).float().mean(dim=1).tolist() == [0.0, 1.0, 1.0, 1.0, 1.0]
+    ones = augment_module.continental(x[20:40], labels[pick][20:40])
+    gained = (ones - x[20:40]).clamp(min=0)[:, 0]
+    # A 1's flag runs down to the left from its top: new ink lies mostly left of the top of the stem
+    # (not on every 1: a short flag on a 1 that leans right may not reach past it).
+    digit = x[20:40, 0]
+    top = (digit > 0.5).any(dim=2).float().argmax(dim=1)
+    tops = [digit[k, int(t):int(t) + 3].sum(dim=0) for k, t in enumerate(top)]
+    head = torch.stack([(row * torch.arange(28.0)).sum() / row.sum() for row in tops])
+    left = torch.arange(28.0).view(1, 1, 28) < head.view(-1, 1, 1)
+    leftwards = (gained * left).sum(dim=(1, 2)) > (gained * ~left).sum(dim=(1, 2))
+    assert float(leftwards.float().mean()) >= 0.8

@@ -35,11 +35,12 @@ def test_ray_rows_equal_local_rows(runner, tmp_path, local_ray):
     assert local.exit_code == distributed.exit_code == 1  # the broken file, on both engines
     a, b = jsonl(local.stdout), jsonl(distributed.stdout)
     assert len(a) == len(b) == len(list((EXAMPLES / "scans").iterdir())) + 2
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         for key in ("path", "digit", "inverted", "status", "error"):
             assert x[key] == y[key], (key, x, y)
         for key in ["confidence"] + [f"p{d}" for d in range(10)]:
-            assert x[key] == pytest.approx(y[key], abs=1e-5)
+            # Batches are made up differently: float rounding differs, most on a photo read with low confidence.
+            assert x[key] == pytest.approx(y[key], abs=1e-3), (x["path"], key)
 
 
 def test_ray_summary_names_the_engine(runner, tmp_path, local_ray):
