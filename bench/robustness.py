@@ -4,8 +4,8 @@
     python bench/robustness.py --data ../shared/mnist --split test      # for reporting
 
 Each scan is written to disk in its style's format (JPEG photos, BMP bitmaps, else PNG) and read
-back through `digitscan.predict`, decoding included. Prints, per style, digitscan's accuracy and that of the seeds' preprocessing (plain 28 x 28 resize,
-no inversion) with the same weights.
+back through `digitscan.predict`, decoding included. Prints, per style, digitscan's accuracy and that
+of the seeds' preprocessing (plain 28 x 28 resize, no inversion) with the same weights.
 """
 
 from __future__ import annotations
@@ -78,11 +78,12 @@ def main() -> None:
             tick = time.perf_counter()
             results = predict(paths, weights=args.weights, workers=2)
             seconds = time.perf_counter() - tick
-        ours = np.mean([r.digit == t for r, t in zip(results, truth)])
+        ours = np.mean([r.digit == t for r, t in zip(results, truth, strict=True)])
         blank = sum(r.status != "ok" for r in results)
         with torch.inference_mode():
             seed_digits = model(torch.stack([seed_preprocess(s) for s in scans])).argmax(1).numpy()
-        print(f"{name:14s} {len(truth):5d} {ours:10.4f} {np.mean(seed_digits == truth):10.4f} {blank:6d} {seconds:6.1f}",
+        seeds = np.mean(seed_digits == truth)
+        print(f"{name:14s} {len(truth):5d} {ours:10.4f} {seeds:10.4f} {blank:6d} {seconds:6.1f}",
               flush=True)
 
 

@@ -83,13 +83,13 @@ def main() -> None:
             tick = time.perf_counter()
             results = predict(paths, weights=args.weights, workers=2)
             seconds = time.perf_counter() - tick
-        right = np.array([r.digit == t for r, t in zip(results, labels)])
+        right = np.array([r.digit == t for r, t in zip(results, labels, strict=True)])
         blank = sum(r.status != "ok" for r in results)
         inverted = np.mean([bool(r.inverted) for r in results])
         print(f"{name:12s} {len(labels):5d} {right.mean():9.4f} {blank:6d} {inverted:9.3f} {seconds:6.1f}", flush=True)
         if args.show_errors:
             confusions: dict[tuple[int, int | None], int] = {}
-            for r, t in zip(results, labels):
+            for r, t in zip(results, labels, strict=True):
                 if r.digit != t:
                     confusions[(int(t), r.digit)] = confusions.get((int(t), r.digit), 0) + 1
             top = sorted(confusions.items(), key=lambda kv: -kv[1])[: args.show_errors]

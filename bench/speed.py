@@ -141,7 +141,7 @@ def large_photo_check(folder: Path) -> tuple[float, float, int, int]:
 
     draft_s, draft_digits = score(load_grey)
     full_s, full_digits = score(lambda p: load_grey(Image.open(p)))  # opened first: no draft mode
-    return draft_s, full_s, sum(a == b for a, b in zip(draft_digits, full_digits)), len(paths)
+    return draft_s, full_s, sum(a == b for a, b in zip(draft_digits, full_digits, strict=True)), len(paths)
 
 
 def main() -> None:

@@ -1,38 +1,93 @@
-"""The `digitscan` command line. Heavy imports (torch) happen inside commands, so --help stays fast."""
+"""The `digitscan` command line. Heavy imports (torch) happen inside commands, so --help stays fast.
+
+Each flag is defined once below and shared by the commands that take it; each command builds its
+typed settings (`RunOptions`, `FitConfig`) explicitly and hands them whole to the engine. The
+project's own errors (`DigitscanError`) are caught in one place, `_Main.invoke`.
+"""
 
 from __future__ import annotations
 
 import shlex
 import sys
+import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
+from click.core import ParameterSource
 
-DEVICE_HELP = "auto (CUDA when there is one), cpu, cuda or cuda:N."
+from .errors import INTERNAL_ERROR, INTERRUPTED, SOME_UNREADABLE, USAGE_ERROR, DigitscanError
+
+if TYPE_CHECKING:
+    from .preprocess import Invert
+
+DEBUG_ENV = "DIGITSCAN_DEBUG"
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
     """One line on standard error, no traceback, then exit."""
     click.echo(f"digitscan: {message}", err=True)
     sys.exit(code)
 
 
 class _Main(click.Group):
-    """The command group; keeps the raw arguments so `fit` can record its exact command line."""
+    """The command group: keeps the raw arguments (so `fit` can record its exact command line) and
+    turns errors into one line and an exit status."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["digitscan.argv"] = list(args)
         return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DigitscanError as exc:
+            _fail(str(exc))
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            debug = bool(ctx.meta.get("digitscan.debug"))
+            if debug:
+                traceback.print_exc()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "(no message)"
+            hint = "" if debug else f" (run with --debug or {DEBUG_ENV}=1 for the traceback)"
+            _fail(f"internal error: {type(exc).__name__}: {first}{hint}", INTERNAL_ERROR)
 
 
 def _command_line() -> str:
     return shlex.join(["digitscan", *click.get_current_context().meta.get("digitscan.argv", [])])
 
 
+def _remember_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    ctx.meta["digitscan.debug"] = value
+    return value
+
+
+# Flags shared by several commands: one definition each.
+device_option = click.option("--device", default="auto", show_default=True,
+                             help="auto (CUDA when there is one), cpu, cuda or cuda:N.")
+weights_option = click.option("--weights", type=click.Path(path_type=Path), default=None,
+                              help="A TorchScript archive to use instead of the shipped weights.")
+data_option = click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+                           help="torchvision MNIST root (downloaded there if missing). "
+                                "[default: ~/.cache/digitscan/mnist]")
+labeled_option = click.option("--labeled", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                              default=None, help="Your labelled scans: a folder with subfolders 0 to 9.")
+workers_option = click.option("--workers", type=click.IntRange(0), default=None,
+                              help="Decoding processes (0 decodes in the main process). [default: one per core]")
+
+
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="digitscan")
+@click.option("--debug", is_flag=True, envvar=DEBUG_ENV, is_eager=True, expose_value=False,
+              callback=_remember_debug, help=f"Show the traceback of an internal error (or set {DEBUG_ENV}=1).")
 def main() -> None:
-    """Read handwritten digits from folders of scanned images."""
+    """Read handwritten digits from folders of scanned images.
+
+    \b
+    Exit status: 0 success; 1 some images could not be read (the rest are written);
+    2 usage or set-up error; 3 internal error (a bug: please report it); 130 interrupted.
+    """
 
 
 @main.command()
@@ -43,11 +98,9 @@ def main() -> None:
               help="Output format. [default: from --out's extension, else csv]")
 @click.option("--recursive", "-r", is_flag=True, help="Also scan subfolders.")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
-@click.option("--workers", type=click.IntRange(0), default=None,
-              help="Decoding processes (0 decodes in the main process). [default: one per core]")
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
-@click.option("--weights", type=click.Path(path_type=Path), default=None,
-              help="A TorchScript archive to use instead of the shipped weights.")
+@workers_option
+@device_option
+@weights_option
 @click.option("--invert", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
               help="yes: dark ink on light paper; no: light ink on dark; auto: decide per image.")
 @click.option("--probs", is_flag=True, help="Add the ten probabilities p0..p9 to each row.")
@@ -60,7 +113,9 @@ def main() -> None:
               help="With --engine ray: model actors (each loads the model once).")
 @click.option("--gpus-per-actor", type=click.FloatRange(0), default=0.0, show_default=True,
               help="With --engine ray: GPUs reserved by each model actor.")
-def run(inputs: tuple[str, ...], out: str, fmt: str | None, quiet: bool, **options: object) -> None:
+def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, batch_size: int, workers: int | None,
+        device: str, weights: Path | None, invert: Invert, probs: bool, quiet: bool, resume: bool, engine: str,
+        address: str | None, actors: int, gpus_per_actor: float) -> None:
     """Read the digit in each image of INPUT... and write one row per image.
 
     INPUT is any mix of folders (scanned for image files), image files, and - (paths read from
@@ -73,49 +128,45 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, quiet: bool, **optio
       find scans -name '*.png' | digitscan run - --format jsonl
       digitscan run scans/ -r --probs --out results.json
 
+    With --out FILE, the settings that shape the rows go in FILE.settings.json beside it, and
+    --resume refuses to continue a file made with other columns, weights or --invert.
+
     Exit status: 0 when every image was read, 1 when some could not be (the rest are still
     scored), 2 for usage and set-up errors.
     """
-    from .inputs import InputError, check_inputs
-    from .writers import OutputError, check_output, pick_format
+    from .inputs import check_inputs
+    from .writers import check_output, pick_format
 
     fmt = pick_format(out, fmt)
-    try:
-        check_inputs(inputs)
-        check_output(out, fmt, bool(options["resume"]))
-    except (InputError, OutputError) as exc:
-        _fail(str(exc))
+    check_inputs(inputs)
+    check_output(out, fmt, resume)
 
     from rich.console import Console
 
-    from .devices import DeviceError
-    from .model import WeightsError
-    from .ray_engine import EngineUnavailable
     from .report import summary_table
     from .run import RunOptions
     from .run import run as run_job
 
+    opts = RunOptions(out=out, fmt=fmt, recursive=recursive, batch_size=batch_size, workers=workers, device=device,
+                      weights=weights, invert=invert, probs=probs, quiet=quiet, resume=resume,
+                      engine=engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor)
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    try:
-        outcome = run_job(list(inputs), RunOptions(out=out, fmt=fmt, quiet=quiet, **options))  # type: ignore[arg-type]
-    except (WeightsError, DeviceError, InputError, OutputError, EngineUnavailable) as exc:
-        _fail(str(exc))
+    outcome = run_job(list(inputs), opts)
     if not quiet:
         console.print(summary_table(outcome.tally, outcome.device, outcome.seconds, outcome.skipped))
     if outcome.interrupted:
         where = "" if out == "-" else f" in {out}; continue with --resume"
         console.print(f"interrupted: {outcome.tally.total:,} results kept{where}")
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     if outcome.tally.status["error"]:
         if quiet:
             console.print(f"{outcome.tally.status['error']} of {outcome.tally.total} images could not be read")
-        sys.exit(1)
+        sys.exit(SOME_UNREADABLE)
 
 
 @main.command()
 @click.option("--epochs", default=5, show_default=True, type=click.IntRange(1), help="Passes over the data.")
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="torchvision MNIST root (downloaded there if missing). [default: ~/.cache/digitscan/mnist]")
+@data_option
 @click.option("--from", "start", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Fine-tune this archive. [default: the shipped weights]")
 @click.option("--scratch", is_flag=True, help="Start from random weights instead of fine-tuning.")
@@ -124,16 +175,17 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, quiet: bool, **optio
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
 @click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Peak learning rate of the one-cycle schedule.")
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@device_option
 @click.option("--seed", default=0, show_default=True, type=int, help="Makes a CPU run repeatable.")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Continue from a checkpoint written by an earlier fit.")
+              help="Finish the fit that wrote this checkpoint, with its settings (only --device may change).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Checkpoint path, written after every epoch. [default: OUT with .ckpt]")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Train on the first N training images only.")
-@click.option("--labeled", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Add your own labelled scans: a folder with subfolders 0 to 9.")
-def fit(**options: object) -> None:
+@labeled_option
+def fit(epochs: int, data: Path | None, start: Path | None, scratch: bool, out: Path, batch_size: int, lr: float,
+        device: str, seed: int, resume: Path | None, checkpoint: Path | None, limit: int | None,
+        labeled: Path | None) -> None:
     """Train or fine-tune the model on MNIST (and your labelled scans).
 
     \b
@@ -144,46 +196,42 @@ def fit(**options: object) -> None:
     """
     from rich.console import Console
 
-    from .devices import DeviceError
-    from .fit import FitConfig
+    from .fit import FitConfig, resumed_config
     from .fit import fit as run_fit
-    from .model import WeightsError
     from .report import epochs_table
-    from .trainingdata import DataUnavailable, default_data_root
+    from .trainingdata import default_data_root
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    if options["scratch"] and options["start"]:
-        _fail("--from and --scratch exclude each other")
-    checkpoint = options.pop("checkpoint")
-    cfg = FitConfig(data=options.pop("data") or default_data_root(), command=_command_line(),
-                    **options)  # type: ignore[arg-type]
-    if checkpoint is not None:
-        cfg.checkpoint = checkpoint
-    try:
-        result = run_fit(cfg, log=console.print)
-    except (DataUnavailable, WeightsError, DeviceError) as exc:
-        _fail(str(exc))
+    if resume is not None:
+        ctx = click.get_current_context()
+        given = {name: value for name, value in ctx.params.items()
+                 if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE and name not in {"resume", "device"}}
+        cfg = resumed_config(resume, given, device)
+    else:
+        if scratch and start:
+            _fail("--from and --scratch exclude each other")
+        cfg = FitConfig(data=data or default_data_root(), out=out, epochs=epochs, batch_size=batch_size, lr=lr,
+                        device=device, seed=seed, start=start, scratch=scratch, limit=limit, labeled=labeled,
+                        command=_command_line(), checkpoint=checkpoint)
+    result = run_fit(cfg, log=console.print)
     if not result.main:
-        sys.exit(130 if result.interrupted else 0)
+        sys.exit(INTERRUPTED if result.interrupted else 0)
     if result.history:
         console.print(epochs_table(result.history))
     if result.interrupted or result.card is None:
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     console.print(f"wrote {cfg.out} (MNIST test accuracy {result.card['mnist_test_accuracy']:.4f}, "
                   f"sha256 {result.card['sha256'][:12]}…)")
 
 
 @main.command("eval")
-@click.option("--weights", type=click.Path(path_type=Path), default=None,
-              help="Archive to evaluate. [default: the shipped weights]")
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="torchvision MNIST root; scores the test split. [default: ~/.cache/digitscan/mnist]")
-@click.option("--labeled", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Score your own scans instead: a folder with subfolders 0 to 9.")
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
-@click.option("--workers", type=click.IntRange(0), default=None, help="Decoding processes for --labeled.")
+@weights_option
+@data_option
+@labeled_option
+@device_option
+@workers_option
 def evaluate(weights: Path | None, data: Path | None, labeled: Path | None, device: str, workers: int | None) -> None:
-    """Print accuracy and a confusion matrix, on MNIST's test split or on your own labelled scans.
+    """Print accuracy and a confusion matrix, on MNIST's test split or (with --labeled) on your own scans.
 
     \b
     Examples:
@@ -192,19 +240,14 @@ def evaluate(weights: Path | None, data: Path | None, labeled: Path | None, devi
     """
     from rich.console import Console
 
-    from .devices import DeviceError
     from .evaluate import evaluate_folder, evaluate_mnist
-    from .model import WeightsError
     from .report import confusion_table
-    from .trainingdata import DataUnavailable, default_data_root
+    from .trainingdata import default_data_root
 
-    try:
-        if labeled is not None:
-            result = evaluate_folder(labeled, weights, device, workers=workers)
-        else:
-            result = evaluate_mnist(data or default_data_root(), weights, device)
-    except (DataUnavailable, WeightsError, DeviceError) as exc:
-        _fail(str(exc))
+    if labeled is not None:
+        result = evaluate_folder(labeled, weights, device, workers=workers)
+    else:
+        result = evaluate_mnist(data or default_data_root(), weights, device)
     console = Console(highlight=False, soft_wrap=True)
     console.print(confusion_table(result.confusion, result.name))
     unread = f", {result.unread} blank or unreadable" if result.unread else ""

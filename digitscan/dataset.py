@@ -106,7 +106,7 @@ def collate(items: list[Item]) -> Batch:
     """Stack the ok items' pixels into one N x 1 x 28 x 28 tensor."""
     ok = [i for i, item in enumerate(items) if item.pixels is not None]
     if ok:
-        pixels = torch.from_numpy(np.stack([items[i].pixels for i in ok])).unsqueeze(1)
+        pixels = torch.from_numpy(np.stack([items[i].pixels for i in ok])).unsqueeze(1)  # type: ignore[misc]
     else:
         pixels = torch.empty(0, 1, FRAME, FRAME)
     light = [Item(it.index, None, it.inverted, it.status, it.error) for it in items]

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, ImageStat, UnidentifiedImageError
 
+from .errors import DigitscanError
+
 MAX_PIXELS = 64_000_000
 """Images larger than this (width x height) are refused as possible decompression bombs."""
 
@@ -23,7 +25,7 @@ CANVAS_SOLIDITY = 0.95
 """...and an opaque area that fills this share of its bounding box is a canvas, cut out of its transparent frame."""
 
 
-class DecodeError(Exception):
+class DecodeError(DigitscanError):
     """An input that cannot be read as an image; the message says why, for the error column."""
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from .errors import DigitscanError
 
-class DeviceError(Exception):
+
+class DeviceError(DigitscanError):
     """A --device value that names no usable device."""
 
 

@@ -8,7 +8,7 @@ import platform
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,13 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from .atomic import replacing
 from .augment import augment, normalise
 from .devices import describe
 from .distributed import Ranks, setup, teardown
+from .errors import DigitscanError
 from .evaluate import predict_tensors
-from .model import DigitNet, WeightsError, default_weights, load_archive, replacing, save_archive
+from .model import DigitNet, WeightsError, default_weights, load_archive, save_archive
 from .trainingdata import load_labelled, load_mnist
 
 HOLDOUT = 5000
@@ -31,13 +33,11 @@ HOLDOUT = 5000
 LABELLED_SHARE = 0.1
 """--labeled scans are repeated until they make up about this share of an epoch."""
 
-# Settings that shape the run; on --resume they come from the checkpoint, not from the command line.
-SCHEDULE_KEYS = ("epochs", "batch_size", "lr", "seed", "limit")
-
 
 @dataclass
 class FitConfig:
-    """What `digitscan fit` was asked to do; the CLI fills it from its flags."""
+    """What `digitscan fit` was asked to do; the CLI fills it from its flags, and every checkpoint
+    keeps it whole (`record`), so `--resume` finishes the same job."""
 
     data: Path
     out: Path = Path("digitscan.pt")
@@ -52,11 +52,58 @@ class FitConfig:
     limit: int | None = None
     labeled: Path | None = None
     command: str = ""
-    checkpoint: Path = field(default=Path(""))
+    checkpoint: Path | None = None
+    """Written after every epoch. [default: `out` with .ckpt]"""
 
-    def __post_init__(self) -> None:
-        if self.checkpoint == Path(""):
-            self.checkpoint = Path(self.out).with_suffix(".ckpt")
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.checkpoint or Path(self.out).with_suffix(".ckpt")
+
+    def record(self) -> dict[str, Any]:
+        """The settings as plain values, paths made absolute (a checkpoint holds nothing else)."""
+        values = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name not in RUN_ONLY}
+        return values | {"checkpoint": _plain(self.checkpoint_path)}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> FitConfig:
+        values: dict[str, Any] = {k: Path(v) if k in PATHS and v is not None else v for k, v in record.items()}
+        return cls(**values)
+
+
+PATHS = ("data", "out", "start", "labeled", "checkpoint")
+"""The settings that are paths (a record holds them as absolute strings)."""
+
+RUN_ONLY = ("resume", "device")
+"""Settings of one sitting, not of the job: a resumed fit may run elsewhere."""
+
+
+class ResumeConflict(DigitscanError):
+    """Flags given with --resume that would change the job it continues."""
+
+
+def resumed_config(checkpoint: Path, given: dict[str, Any], device: str) -> FitConfig:
+    """The settings of the fit that wrote `checkpoint`, to finish it on `device`.
+
+    `given` holds the flags the user typed with --resume (by parameter name): any that differs
+    from the job's own is refused, naming them all.
+    """
+    saved = _load_checkpoint(checkpoint)["config"]
+    missing = {f.name for f in fields(FitConfig)} - set(RUN_ONLY) - saved.keys()
+    if missing:
+        raise WeightsError(f"{checkpoint}: checkpoint does not record its settings (written by an older "
+                           "digitscan); start a new fit")
+    cfg = FitConfig.from_record(saved)
+    conflicts = [f"--{'from' if name == 'start' else name.replace('_', '-')}" for name, value in given.items()
+                 if _plain(value) != saved.get(name)]
+    if conflicts:
+        raise ResumeConflict(f"--resume {checkpoint} continues that fit with its own settings; "
+                             f"drop {', '.join(conflicts)} (or start a new fit)")
+    cfg.resume, cfg.device, cfg.checkpoint = checkpoint, device, checkpoint
+    return cfg
+
+
+def _plain(value: object) -> Any:
+    return str(Path(value).absolute()) if isinstance(value, Path) else value
 
 
 @dataclass
@@ -97,9 +144,6 @@ def fit(cfg: FitConfig, log: Callable[[str], None] = print,
     """Train as `cfg` says and write the archive; `on_step(epoch, step)` is called after each step."""
     started = time.perf_counter()
     state = _load_checkpoint(cfg.resume) if cfg.resume else None
-    if state is not None:
-        for key in SCHEDULE_KEYS:
-            setattr(cfg, key, state["config"][key])
     ranks, device = setup(cfg.device)
     try:
         return _fit(cfg, state, ranks, device, started, log if ranks.main else (lambda _: None), on_step)
@@ -107,32 +151,40 @@ def fit(cfg: FitConfig, log: Callable[[str], None] = print,
         teardown(ranks)
 
 
+@dataclass
+class _Data:
+    """MNIST's training split less the holdout (plus labelled scans) on the training device, the
+    holdout, and the test split (only ever reported)."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+@dataclass
+class _Epoch:
+    """One pass's running figures; `stopped_at` is the next step when Ctrl-C cut it short."""
+
+    seen: int = 0
+    correct: int = 0
+    loss_sum: float = 0.0
+    stopped_at: int | None = None
+
+
 def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: torch.device, started: float,
          log: Callable[[str], None], on_step: Callable[[int, int], None] | None) -> FitResult:
     torch.manual_seed(cfg.seed + ranks.rank)  # each rank augments differently; data order is shared
-
-    images, labels = load_mnist(cfg.data, train=True)
-    test_x, test_y = load_mnist(cfg.data, train=False)
-    val_x, val_y = images[-HOLDOUT:], labels[-HOLDOUT:]
-    train_x, train_y = images[:-HOLDOUT][: cfg.limit], labels[:-HOLDOUT][: cfg.limit]
-    if cfg.labeled is not None:
-        own_x, own_y, skipped = load_labelled(cfg.labeled)
-        for message in skipped:
-            log(f"skipped {message}")
-        # A few dozen scans would vanish among 55,000 MNIST digits: repeat them to a tenth of an epoch.
-        repeat = max(1, round(LABELLED_SHARE * len(train_y) / len(own_y)))
-        log(f"added {len(own_y)} labelled scans from {cfg.labeled}" + (f", each {repeat} times" if repeat > 1 else ""))
-        train_x = torch.cat([train_x, own_x.repeat(repeat, 1, 1)])
-        train_y = torch.cat([train_y, own_y.repeat(repeat)])
-    train_x, train_y = train_x.to(device), train_y.to(device)
-
+    data = _load_data(cfg, device, log)
     net = DigitNet().to(device)
     if state is None and not cfg.scratch:
         source = cfg.start or default_weights()
         _load_weights(net, load_archive(source, freeze=False).state_dict(), source)
         log(f"fine-tuning from {source}")
     model = DistributedDataParallel(net) if ranks.world > 1 else net
-    shard = len(train_y) // ranks.world  # equal shards: every rank takes the same number of steps
+    shard = len(data.train_y) // ranks.world  # equal shards: every rank takes the same number of steps
     steps = math.ceil(shard / cfg.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps)
@@ -147,51 +199,29 @@ def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: tor
         log(f"resuming {cfg.resume} at epoch {epoch + 1}, step {step}")
 
     def save(at_epoch: int, at_step: int) -> None:
-        if not ranks.main:
-            return
-        _save_checkpoint(cfg.checkpoint, {
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-            "epoch": at_epoch, "step": at_step, "history": history, "rng": torch.get_rng_state(),
-            "config": {k: getattr(cfg, k) for k in SCHEDULE_KEYS}})
+        if ranks.main:
+            _save_checkpoint(cfg.checkpoint_path, {
+                "model": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "epoch": at_epoch, "step": at_step, "history": history, "rng": torch.get_rng_state(),
+                "config": cfg.record()})
 
     stop = _StopRequest()
     with stop.installed():
         while epoch < cfg.epochs:
             tick = time.perf_counter()
-            order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+            order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
             order = order[ranks.rank * shard:(ranks.rank + 1) * shard]
-            model.train()
-            seen = correct = 0
-            loss_sum = 0.0
-            bar = tqdm(range(step, steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                       initial=step, total=steps, leave=False, dynamic_ncols=True,
-                       disable=None if ranks.main else True)
-            for step in bar:
-                index = order[step * cfg.batch_size:(step + 1) * cfg.batch_size].to(device)
-                y = train_y[index]
-                x = normalise(augment(train_x[index].unsqueeze(1).float() / 255, y))
-                scores = model(x)
-                loss = F.cross_entropy(scores, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                seen += len(y)
-                correct += int((scores.argmax(1) == y).sum())
-                loss_sum += loss.item() * len(y)
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
-                if on_step is not None:
-                    on_step(epoch, step)
-                if stop.requested:
-                    bar.close()
-                    save(epoch, step + 1)
-                    log(f"interrupted: saved epoch {epoch + 1} step {step + 1}/{steps} to {cfg.checkpoint}; "
-                        f"continue with --resume {cfg.checkpoint}")
-                    return FitResult(None, history, cfg.checkpoint, interrupted=True, main=ranks.main)
-            bar.close()
-            history.append({"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-                            "holdout_acc": accuracy(net, val_x, val_y, device),
-                            "test_acc": accuracy(net, test_x, test_y, device),
+            done = _train_one_epoch(model, optimizer, schedule, data, order, (epoch, step, steps), cfg, device,
+                                    stop, ranks.main, on_step)
+            if done.stopped_at is not None:
+                save(epoch, done.stopped_at)
+                log(f"interrupted: saved epoch {epoch + 1} step {done.stopped_at}/{steps} to {cfg.checkpoint_path}; "
+                    f"continue with --resume {cfg.checkpoint_path}")
+                return FitResult(None, history, cfg.checkpoint_path, interrupted=True, main=ranks.main)
+            history.append({"epoch": epoch + 1, "loss": done.loss_sum / max(done.seen, 1),
+                            "train_acc": done.correct / max(done.seen, 1),
+                            "holdout_acc": accuracy(net, data.val_x, data.val_y, device),
+                            "test_acc": accuracy(net, data.test_x, data.test_y, device),
                             "seconds": time.perf_counter() - tick})
             epoch, step = epoch + 1, 0
             save(epoch, 0)
@@ -200,8 +230,64 @@ def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: tor
                 f"MNIST test {last['test_acc']:.4f}  ({last['seconds']:.0f} s)")
 
     if not ranks.main:
-        return FitResult(None, history, cfg.checkpoint, interrupted=False, main=False)
-    card = {
+        return FitResult(None, history, cfg.checkpoint_path, interrupted=False, main=False)
+    card = save_archive(net, cfg.out, _card(cfg, net, history, device, ranks, shard * ranks.world, started))
+    return FitResult(card, history, cfg.checkpoint_path, interrupted=False)
+
+
+def _load_data(cfg: FitConfig, device: torch.device, log: Callable[[str], None]) -> _Data:
+    images, labels = load_mnist(cfg.data, train=True)
+    test_x, test_y = load_mnist(cfg.data, train=False)
+    train_x, train_y = images[:-HOLDOUT][: cfg.limit], labels[:-HOLDOUT][: cfg.limit]
+    if cfg.labeled is not None:
+        own_x, own_y, skipped = load_labelled(cfg.labeled)
+        for message in skipped:
+            log(f"skipped {message}")
+        # A few dozen scans would vanish among 55,000 MNIST digits: repeat them to a tenth of an epoch.
+        repeat = max(1, round(LABELLED_SHARE * len(train_y) / len(own_y)))
+        log(f"added {len(own_y)} labelled scans from {cfg.labeled}" + (f", each {repeat} times" if repeat > 1 else ""))
+        train_x = torch.cat([train_x, own_x.repeat(repeat, 1, 1)])
+        train_y = torch.cat([train_y, own_y.repeat(repeat)])
+    return _Data(train_x.to(device), train_y.to(device), images[-HOLDOUT:], labels[-HOLDOUT:], test_x, test_y)
+
+
+def _train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     schedule: torch.optim.lr_scheduler.LRScheduler, data: _Data, order: torch.Tensor,
+                     at: tuple[int, int, int], cfg: FitConfig, device: torch.device, stop: _StopRequest,
+                     main: bool, on_step: Callable[[int, int], None] | None) -> _Epoch:
+    """Steps `at` = (epoch, first step, steps) of one pass over `order`, until its end or Ctrl-C."""
+    epoch, first, steps = at
+    model.train()
+    done = _Epoch()
+    bar = tqdm(range(first, steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", initial=first,
+               total=steps, leave=False, dynamic_ncols=True, disable=None if main else True)
+    for step in bar:
+        index = order[step * cfg.batch_size:(step + 1) * cfg.batch_size].to(device)
+        y = data.train_y[index]
+        x = normalise(augment(data.train_x[index].unsqueeze(1).float() / 255, y))
+        scores = model(x)
+        loss = F.cross_entropy(scores, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        done.seen += len(y)
+        done.correct += int((scores.argmax(1) == y).sum())
+        done.loss_sum += loss.item() * len(y)
+        bar.set_postfix(loss=f"{done.loss_sum / done.seen:.4f}", acc=f"{done.correct / done.seen:.4f}")
+        if on_step is not None:
+            on_step(epoch, step)
+        if stop.requested:
+            done.stopped_at = step + 1
+            break
+    bar.close()
+    return done
+
+
+def _card(cfg: FitConfig, net: torch.nn.Module, history: list[dict[str, float]], device: torch.device,
+          ranks: Ranks, images: int, started: float) -> dict[str, Any]:
+    """What the archive's JSON card says of how it was made."""
+    return {
         "model": "DigitNet",
         "parameters": sum(p.numel() for p in net.parameters()),
         "mnist_test_accuracy": history[-1]["test_acc"] if history else None,
@@ -211,13 +297,11 @@ def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: tor
                       + (f", {ranks.world} processes (torchrun)" if ranks.world > 1 else ""),
         "train_seconds": round(sum(h["seconds"] for h in history), 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
-        "train_images": shard * ranks.world,
+        "train_images": images,
         "epochs": history,
         "torch": torch.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    card = save_archive(net, cfg.out, card)
-    return FitResult(card, history, cfg.checkpoint, interrupted=False)
 
 
 def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> float:

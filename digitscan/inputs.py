@@ -8,10 +8,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
+from .errors import DigitscanError
+
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"})
 
 
-class InputError(Exception):
+class InputError(DigitscanError):
     """An INPUT argument that names nothing usable (raised before any work starts)."""
 
 

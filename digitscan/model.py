@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +12,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from .atomic import replacing, write_json_atomic
+from .errors import DigitscanError
 
 WEIGHTS_NAME = "digitscan.pt"
 
@@ -40,7 +41,7 @@ class DigitNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-class WeightsError(Exception):
+class WeightsError(DigitscanError):
     """Weights that are missing, unreadable or not a digitscan TorchScript archive."""
 
 
@@ -85,22 +86,6 @@ def save_archive(model: nn.Module, path: Path, card: dict[str, Any]) -> dict[str
         card = {**card, "sha256": sha256(tmp)}
     write_json_atomic(card_path(path), card)
     return card
-
-
-@contextmanager
-def replacing(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; when the block succeeds, rename it over `path`.
-
-    A crash or an error mid-write leaves the previous file whole (and at worst a stray .tmp).
-    """
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    yield tmp
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    with replacing(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def load_archive(path: Path | None = None, device: torch.device | str = "cpu",

@@ -7,6 +7,8 @@ in input order to the same writers.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -15,12 +17,13 @@ import numpy as np
 import torch
 
 from .dataset import OK, ScanDataset
+from .errors import DigitscanError
 from .model import default_weights, load_archive
 from .preprocess import FRAME, Invert
 from .scorer import Result
 
 
-class EngineUnavailable(Exception):
+class EngineUnavailable(DigitscanError):
     """Ray is not installed, or the cluster cannot be reached."""
 
 
@@ -73,9 +76,9 @@ class RayScorer:
                 pass  # the caller set Ray up (a notebook, a test): use it as it is
             elif address is None:
                 ray.init(num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, log_to_driver=False,
-                         logging_level="ERROR", configure_logging=True)
+                         logging_level=logging.ERROR, configure_logging=True)
             else:
-                ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+                ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise EngineUnavailable(f"cannot join Ray at {address}: {str(exc).splitlines()[0]}") from None
         cpus = int(ray.cluster_resources().get("CPU", 0))
@@ -92,9 +95,9 @@ class RayScorer:
         items = [{"index": i, "path": sources[i]} for i in range(len(sources)) if i not in skipped]
         if not items:
             return
-        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // self.batch_size))
-        ds = ds.map_batches(_prepare, batch_size=self.batch_size, batch_format="numpy",
-                            fn_kwargs={"invert": self.invert})
+        ds: ray.data.Dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items) // self.batch_size))
+        ds = ds.map_batches(functools.partial(_prepare, invert=self.invert), batch_size=self.batch_size,
+                            batch_format="numpy")
         ds = ds.map_batches(_Model, batch_size=self.batch_size, batch_format="numpy", concurrency=self.actors,
                             num_cpus=0.25, num_gpus=self.gpus_per_actor,
                             fn_constructor_kwargs={"weights": str(self.weights)})

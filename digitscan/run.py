@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from .inputs import InputError, iter_paths
+from .model import default_weights, sha256
 from .preprocess import Invert
 from .report import Tally
 from .scorer import Scorer
-from .writers import Writer, already_scored
+from .writers import Writer, already_scored, check_resume_settings, columns, save_settings
 
 if TYPE_CHECKING:
     from .ray_engine import RayScorer
@@ -65,6 +66,11 @@ def run(inputs: list[str], opts: RunOptions, on_batch: Callable[[int], None] | N
     paths = list(iter_paths(inputs, opts.recursive))
     if not paths:
         raise InputError("no images found in " + ", ".join(inputs))
+    settings = {"columns": columns(opts.probs), "weights": sha256(opts.weights or default_weights()),
+                "invert": opts.invert}
+    if opts.resume:
+        check_resume_settings(opts.out, opts.fmt, settings)
+    save_settings(opts.out, settings)
     done = already_scored(opts.out, opts.fmt) if opts.resume else set()
     skip = [i for i, p in enumerate(paths) if p in done]
     outcome = RunOutcome(Tally(), scorer.description, 0.0, skipped=len(skip))

@@ -18,7 +18,6 @@ from .devices import describe, pick_device
 from .model import load_archive
 from .preprocess import Invert
 
-
 LARGE_INPUT = 16 << 20
 """Bytes of input files above which even less than one batch is shared out among the loader workers."""
 
@@ -47,7 +46,7 @@ class Scorer:
     def __init__(self, weights: str | Path | None = None, device: str = "auto", batch_size: int = 256,
                  workers: int | None = None, invert: Invert = "auto") -> None:
         self.device = pick_device(device)
-        self.model = load_archive(weights, self.device)
+        self.model = load_archive(None if weights is None else Path(weights), self.device)
         self.batch_size = batch_size
         self.workers = default_workers() if workers is None else workers
         self.invert = invert

@@ -21,8 +21,8 @@ def ink_alpha(digit: np.ndarray, height: int, rng: np.random.Generator, thicknes
     a = a[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
     scale = height / a.shape[0]
     size = (max(1, round(a.shape[1] * scale)), max(1, height))
-    img = Image.fromarray(a, mode="F").resize(size, Image.BICUBIC)
-    img = img.rotate(float(rng.uniform(-6, 6)), resample=Image.BILINEAR, expand=True)
+    img = Image.fromarray(a, mode="F").resize(size, Image.Resampling.BICUBIC)
+    img = img.rotate(float(rng.uniform(-6, 6)), resample=Image.Resampling.BILINEAR, expand=True)
     ink = Image.fromarray((np.clip(np.asarray(img), 0, 1) * 255).astype(np.uint8))
     if thickness > 0:
         ink = ink.filter(ImageFilter.MaxFilter(2 * thickness + 1))
@@ -128,7 +128,7 @@ def low_res(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     alpha = ink_alpha(digit, 64, rng, thickness=1)
     side = max(alpha.shape)
     alpha = place(alpha, (side + 4, side + 4), rng)
-    small = np.asarray(Image.fromarray(alpha, "F").resize((16, 16), Image.BILINEAR))
+    small = np.asarray(Image.fromarray(alpha, "F").resize((16, 16), Image.Resampling.BILINEAR))
     levels = small if rng.random() < 0.5 else 1.0 - small
     return Image.fromarray((np.clip(levels, 0, 1) * 255).astype(np.uint8))
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 
+from .errors import DigitscanError
 from .preprocess import MEAN, STD
 
 
-class DataUnavailable(Exception):
+class DataUnavailable(DigitscanError):
     """Training data that is missing and cannot be downloaded or read."""
 
 

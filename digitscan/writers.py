@@ -11,14 +11,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+from .atomic import write_json_atomic
+from .errors import DigitscanError
 from .scorer import Result
 
 COLUMNS = ["path", "digit", "confidence", "inverted", "status", "error"]
 PROB_COLUMNS = [f"p{d}" for d in range(10)]
 SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+SETTINGS_SUFFIX = ".settings.json"
+"""Beside a results file, the settings that shaped its rows: `--resume` must not change them."""
+SETTING_FLAGS = {"columns": "--probs", "weights": "--weights", "invert": "--invert"}
 
 
-class OutputError(Exception):
+class OutputError(DigitscanError):
     """An output that cannot be written or resumed (found before work starts)."""
 
 
@@ -45,14 +50,56 @@ def check_output(out: str, fmt: str, resume: bool) -> None:
         raise OutputError("--resume works with CSV and JSONL outputs, not JSON")
 
 
+def settings_file(out: str) -> Path:
+    return Path(out).with_name(Path(out).name + SETTINGS_SUFFIX)
+
+
+def columns(probs: bool) -> list[str]:
+    return COLUMNS + (PROB_COLUMNS if probs else [])
+
+
+def save_settings(out: str, settings: dict[str, Any]) -> None:
+    """Record `settings` (columns, weights' sha256, invert) beside a results file."""
+    if out != "-":
+        write_json_atomic(settings_file(out), settings)
+
+
+def check_resume_settings(out: str, fmt: str, settings: dict[str, Any]) -> None:
+    """Refuse to continue `out` when this run's rows would differ from its own: other columns, weights or
+    polarity. A file without a record beside it is checked for its columns only."""
+    path = Path(out)
+    if out == "-" or not path.exists() or not path.stat().st_size:
+        return
+    try:
+        saved = json.loads(settings_file(out).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        saved = {"columns": _columns_in(path, fmt)}
+    except (OSError, ValueError):
+        raise OutputError(f"{settings_file(out)}: unreadable; remove it to resume without checking") from None
+    differ = [flag for key, flag in SETTING_FLAGS.items() if key in saved and saved[key] != settings[key]]
+    if differ:
+        raise OutputError(f"{out}: written with other {', '.join(differ)} settings than this run; --resume "
+                          "must keep them (or write to a new file)")
+
+
+def _columns_in(path: Path, fmt: str) -> list[str]:
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        if fmt == "csv":
+            return next(csv.reader(f), [])
+        try:
+            return list(json.loads(f.readline()))
+        except ValueError:
+            raise OutputError(f"{path}: not a digitscan JSONL file (cannot resume from it)") from None
+
+
 def record(result: Result, probs: bool) -> dict[str, Any]:
     """The JSON object for one result (None where a CSV cell is empty)."""
     rec: dict[str, Any] = {"path": result.path, "digit": result.digit,
                            "confidence": None if result.confidence is None else round(result.confidence, 6),
                            "inverted": result.inverted, "status": result.status, "error": result.error or None}
     if probs:
-        values = result.probs or [None] * 10
-        rec.update({name: None if p is None else round(p, 6) for name, p in zip(PROB_COLUMNS, values)})
+        values: list[float | None] = list(result.probs) if result.probs else [None] * 10
+        rec.update({name: None if p is None else round(p, 6) for name, p in zip(PROB_COLUMNS, values, strict=True)})
     return rec
 
 
@@ -92,8 +139,8 @@ class Writer:
                 _ensure_newline(self._tmp)
             self._stream = open(self._tmp, "a" if appending else "w", encoding="utf-8", newline="")
         self._csv = csv.writer(self._stream, lineterminator="\n") if fmt == "csv" else None
-        if fmt == "csv" and not appending:
-            self._csv.writerow(COLUMNS + (PROB_COLUMNS if probs else []))
+        if self._csv is not None and not appending:
+            self._csv.writerow(columns(probs))
         elif fmt == "json":
             self._stream.write("[")
 

@@ -41,7 +41,8 @@ def test_short_fit_writes_an_archive_that_run_accepts(runner, mnist_root, tmp_pa
                                   "--out", str(out), "--seed", "3"])
     assert result.exit_code == 0, result.output
     card = json.loads(out.with_suffix(".json").read_text())
-    assert card["command"] == f"digitscan fit --scratch --limit 3000 --epochs 1 --data {mnist_root} --out {out} --seed 3"
+    command = f"digitscan fit --scratch --limit 3000 --epochs 1 --data {mnist_root} --out {out} --seed 3"
+    assert card["command"] == command
     assert card["train_images"] == 3000 and 0.5 < card["mnist_test_accuracy"] <= 1.0
     assert "MNIST test acc" in result.stderr and result.stdout == ""
     scored = runner.invoke(main, ["run", str(Path(__file__).parent.parent / "examples" / "scans"), "-q",
@@ -159,3 +160,48 @@ def test_augmentation_draws_continental_forms_by_label(mnist_root, monkeypatch):
     left = torch.arange(28.0).view(1, 1, 28) < head.view(-1, 1, 1)
     leftwards = (gained * left).sum(dim=(1, 2)) > (gained * ~left).sum(dim=(1, 2))
     assert float(leftwards.float().mean()) >= 0.8
+
+
+def test_fit_interrupted_then_resumed_from_another_folder_finishes_the_same_job(runner, mnist_root, labelled,
+                                                                                 tmp_path, monkeypatch):
+    """`fit --resume CKPT` alone brings back --out, --data, --labeled and the schedule."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(work)
+    job = ["--scratch", "--labeled", str(labelled), "--data", str(mnist_root), "--epochs", "2", "--limit", "640",
+           "--seed", "7"]
+    assert runner.invoke(main, ["fit", *job, "--out", "straight.pt"]).exit_code == 0
+
+    calls = []
+
+    def ctrl_c_at_step_three(x, labels):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return augment_module.augment(x, labels)
+
+    monkeypatch.setattr(fit_module, "augment", ctrl_c_at_step_three)
+    stopped = runner.invoke(main, ["fit", *job, "--out", "tuned.pt"])
+    assert stopped.exit_code == 130 and "--resume tuned.ckpt" in stopped.stderr
+    monkeypatch.setattr(fit_module, "augment", augment_module.augment)
+
+    monkeypatch.chdir(elsewhere)
+    resumed = runner.invoke(main, ["fit", "--resume", str(work / "tuned.ckpt")])
+    assert resumed.exit_code == 0, resumed.output
+    assert (work / "tuned.pt").exists() and not list(elsewhere.iterdir())
+    a = torch.jit.load(str(work / "straight.pt")).state_dict()
+    b = torch.jit.load(str(work / "tuned.pt")).state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_flags_that_would_change_a_resumed_fit_are_refused(runner, mnist_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    job = ["fit", "--scratch", "--data", str(mnist_root), "--epochs", "1", "--limit", "256", "--out", "a.pt"]
+    assert runner.invoke(main, job).exit_code == 0
+    refused = runner.invoke(main, ["fit", "--resume", "a.ckpt", "--epochs", "3", "--out", "b.pt", "--from", "a.pt"])
+    assert refused.exit_code == 2
+    assert refused.stderr.count("\n") == 1 and all(f in refused.stderr for f in ("--epochs", "--out", "--from"))
+    same = runner.invoke(main, ["fit", "--resume", "a.ckpt", "--epochs", "1", "--device", "cpu"])
+    assert same.exit_code == 0, same.output  # the job's own values, and another device, are fine

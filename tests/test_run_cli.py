@@ -5,13 +5,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES, draw_digit
 
 from digitscan.cli import main
+from digitscan.cli import run as run_command
+from digitscan.model import default_weights
 from digitscan.writers import COLUMNS, PROB_COLUMNS
 
 
@@ -70,7 +75,7 @@ def test_json_and_jsonl_hold_the_same_records_as_csv(runner, scans, tmp_path, na
     text = (tmp_path / name).read_text(encoding="utf-8")
     records = json.loads(text) if name != "out.jsonl" else [json.loads(line) for line in text.splitlines()]
     assert [list(r) for r in records] == [COLUMNS] * 7
-    for rec, ref in zip(records, reference):
+    for rec, ref in zip(records, reference, strict=True):
         assert rec["path"] == ref["path"] and rec["status"] == ref["status"]
         assert rec["digit"] == (int(ref["digit"]) if ref["digit"] else None)
         assert rec["error"] == (ref["error"] or None)
@@ -161,3 +166,63 @@ def test_invert_flag_changes_the_reading(runner, tmp_path):
     auto = rows(runner.invoke(main, ["run", str(tmp_path), "-q"]).stdout)[0]
     forced = rows(runner.invoke(main, ["run", str(tmp_path), "-q", "--invert", "no"]).stdout)[0]
     assert auto["inverted"] == "true" and forced["inverted"] == "false"
+
+
+@pytest.mark.parametrize("change", [["--probs"], ["--invert", "yes"], ["--weights", "other.pt"]])
+def test_resume_refuses_settings_that_would_change_the_rows(runner, scans, tmp_path, monkeypatch, change):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(default_weights(), tmp_path / "other.pt")
+    first = runner.invoke(main, ["run", str(scans), "--out", "r.csv", "-q"])
+    assert first.exit_code == 1 and Path("r.csv.settings.json").exists()
+    if change[0] == "--weights":  # the same network under another name is fine; other weights are not
+        assert runner.invoke(main, ["run", str(scans), "--out", "r.csv", "-q", "--resume", *change]).exit_code == 0
+        _retrain_one_bias(tmp_path / "other.pt")
+    before = Path("r.csv").read_bytes()
+    refused = runner.invoke(main, ["run", str(scans), "--out", "r.csv", "-q", "--resume", *change])
+    assert refused.exit_code == 2 and change[0] in refused.stderr and refused.stderr.count("\n") == 1
+    assert Path("r.csv").read_bytes() == before
+
+
+def _retrain_one_bias(path: Path) -> None:
+    """Other weights for the same network: nudge one bias and save the archive again."""
+    import torch
+
+    model = torch.jit.load(str(path))
+    last_bias = [p for name, p in model.named_parameters() if name.endswith("bias")][-1]
+    with torch.no_grad():
+        last_bias[0] += 0.5
+    model.save(str(path))
+
+
+def test_resume_checks_the_columns_of_a_file_without_a_settings_record(runner, scans, tmp_path):
+    out = tmp_path / "r.jsonl"
+    assert runner.invoke(main, ["run", str(scans), "--out", str(out), "-q"]).exit_code == 1
+    Path(str(out) + ".settings.json").unlink()
+    refused = runner.invoke(main, ["run", str(scans), "--out", str(out), "-q", "--resume", "--probs"])
+    assert refused.exit_code == 2 and "--probs" in refused.stderr
+
+
+def test_an_unexpected_error_is_one_line_and_exit_3_with_the_traceback_under_debug(runner, scans, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("digitscan.run.run", broken)
+    plain = runner.invoke(main, ["run", str(scans)])
+    assert plain.exit_code == 3
+    assert plain.stderr.startswith("digitscan: internal error: ZeroDivisionError: a bug")
+    assert plain.stderr.count("\n") == 1
+    debug = runner.invoke(main, ["--debug", "run", str(scans)])
+    assert debug.exit_code == 3 and "Traceback" in debug.stderr
+    assert "Traceback" in runner.invoke(main, ["run", str(scans)], env={"DIGITSCAN_DEBUG": "1"}).stderr
+
+
+def test_importing_the_cli_does_not_import_torch():
+    probe = "import sys, digitscan.cli; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_the_readme_synopsis_lists_exactly_the_flags_of_run_help():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    synopsis = readme.split("```\ndigitscan run INPUT...", 1)[1].split("```", 1)[0]
+    flags = {opt for param in run_command.params for opt in param.opts if opt.startswith("--")} - {"--help"}
+    assert set(re.findall(r"--[a-z][a-z-]*", synopsis)) == flags
