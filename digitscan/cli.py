@@ -240,14 +240,14 @@ def evaluate(weights: Path | None, data: Path | None, labeled: Path | None, devi
     """
     from rich.console import Console
 
-    from .evaluate import evaluate_folder, evaluate_mnist
+    from .evaluate import EvalOptions
+    from .evaluate import evaluate as evaluate_job
     from .report import confusion_table
     from .trainingdata import default_data_root
 
-    if labeled is not None:
-        result = evaluate_folder(labeled, weights, device, workers=workers)
-    else:
-        result = evaluate_mnist(data or default_data_root(), weights, device)
+    opts = EvalOptions(data=data or default_data_root(), labeled=labeled, weights=weights, device=device,
+                       workers=workers)
+    result = evaluate_job(opts)
     console = Console(highlight=False, soft_wrap=True)
     console.print(confusion_table(result.confusion, result.name))
     unread = f", {result.unread} blank or unreadable" if result.unread else ""

@@ -31,6 +31,25 @@ class Evaluation:
         return float(self.confusion.diag().sum()) / max(self.total, 1)
 
 
+@dataclass
+class EvalOptions:
+    """What `digitscan eval` was asked to do; the CLI fills it from its flags."""
+
+    data: Path
+    """MNIST root, whose test split is scored unless `labeled` is given."""
+    labeled: Path | None = None
+    weights: Path | None = None
+    device: str = "auto"
+    workers: int | None = None
+
+
+def evaluate(opts: EvalOptions) -> Evaluation:
+    """Score the labelled folder, or else MNIST's test split."""
+    if opts.labeled is not None:
+        return evaluate_folder(opts.labeled, opts.weights, opts.device, workers=opts.workers)
+    return evaluate_mnist(opts.data, opts.weights, opts.device)
+
+
 @torch.inference_mode()
 def predict_tensors(model: torch.nn.Module, images: torch.Tensor, device: torch.device,
                     batch_size: int = 1000) -> torch.Tensor:
