@@ -7,6 +7,7 @@ project's own errors (`DigitscanError`) are caught in one place, `_Main.invoke`.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import traceback
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 from click.core import ParameterSource
 
-from .errors import INTERNAL_ERROR, INTERRUPTED, SOME_UNREADABLE, USAGE_ERROR, DigitscanError
+from .errors import INTERNAL_ERROR, INTERRUPTED, SOME_UNREADABLE, STDOUT_CLOSED, USAGE_ERROR, DigitscanError
 
 if TYPE_CHECKING:
     from .preprocess import Invert
@@ -43,6 +44,9 @@ class _Main(click.Group):
             return super().invoke(ctx)
         except DigitscanError as exc:
             _fail(str(exc))
+        except BrokenPipeError:  # the reader of our output went away (`| head -1`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(STDOUT_CLOSED)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:
@@ -86,7 +90,8 @@ def main() -> None:
 
     \b
     Exit status: 0 success; 1 some images could not be read (the rest are written);
-    2 usage or set-up error; 3 internal error (a bug: please report it); 130 interrupted.
+    2 usage or set-up error; 3 internal error (a bug: please report it); 130 interrupted
+    (Ctrl-C, SIGTERM or SIGHUP); 141 the reader of standard output went away.
     """
 
 

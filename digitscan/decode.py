@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+import stat
 import struct
 import warnings
 from pathlib import Path
@@ -40,6 +43,7 @@ def load_grey(source: str | Path | Image.Image, side: int = FINE_SIDE) -> np.nda
     if isinstance(source, Image.Image):
         return _to_array(_reduce(_upright(source), side))
     try:
+        _check_regular(source)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as im:
@@ -61,9 +65,21 @@ def load_grey(source: str | Path | Image.Image, side: int = FINE_SIDE) -> np.nda
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DecodeError("refused: too many pixels (possible decompression bomb)") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DecodeError("symbolic link loop") from None
         raise DecodeError(f"broken or truncated image ({_first_line(exc)})") from None
     except (ValueError, SyntaxError, EOFError, MemoryError, struct.error) as exc:
         raise DecodeError(f"cannot decode image ({_first_line(exc)})") from None
+
+
+def _check_regular(path: str | Path) -> None:
+    """Only regular files are opened: opening a named pipe blocks until someone writes to it."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(path)
+    if not stat.S_ISREG(mode):
+        kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise DecodeError(f"not a regular file ({kind})")
 
 
 def _check_size(im: Image.Image) -> None:

@@ -15,7 +15,9 @@ USAGE_ERROR = 2
 INTERNAL_ERROR = 3
 """An unexpected error: a bug in digitscan or its libraries (the traceback under --debug)."""
 INTERRUPTED = 130
-"""Ctrl-C: what was done is kept, and --resume continues it."""
+"""Ctrl-C, SIGTERM or SIGHUP: what was done is kept, and --resume continues it."""
+STDOUT_CLOSED = 141
+"""The reader of standard output went away (`| head -1`): stopped quietly, as after SIGPIPE."""
 
 
 class DigitscanError(Exception):

@@ -30,6 +30,7 @@ def iter_paths(inputs: Iterable[str], recursive: bool = False, stdin: TextIO | N
     A file named directly is always yielded (whatever its extension), so that a broken or misnamed
     file still gets a row; '-' yields one path per non-empty line of standard input.
     """
+    seen: set[tuple[int, int]] = set()
     for item in inputs:
         if item == "-":
             for line in stdin or sys.stdin:
@@ -37,22 +38,35 @@ def iter_paths(inputs: Iterable[str], recursive: bool = False, stdin: TextIO | N
                 if line:
                     yield line
         elif os.path.isdir(item):
-            yield from _scan(item, recursive)
+            yield from _scan(item, recursive, seen)
         else:
             yield item
 
 
-def _scan(folder: str, recursive: bool) -> Iterator[str]:
+def _scan(folder: str, recursive: bool, seen: set[tuple[int, int]]) -> Iterator[str]:
+    """A folder's images in sorted order (with `recursive`, then its subfolders'). Each folder is read
+    once, however many links lead to it: a link to the folder itself or to an ancestor ends there."""
     try:
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in seen:
+            return
+        seen.add((info.st_dev, info.st_ino))
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
         raise InputError(f"{folder}: cannot list folder ({exc.strerror})") from None
     subfolders = []
     for entry in entries:
-        if entry.is_dir(follow_symlinks=True):
+        if _is_dir(entry):
             subfolders.append(entry.path)
         elif Path(entry.name).suffix.lower() in EXTENSIONS:
-            yield entry.path
+            yield entry.path  # whatever it is (a broken link, a pipe): its row will say
     if recursive:
         for sub in subfolders:
-            yield from _scan(sub, recursive)
+            yield from _scan(sub, recursive, seen)
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:  # a link loop: not a folder; its row says what it is
+        return False

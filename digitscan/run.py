@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,10 +19,13 @@ from .model import default_weights, sha256
 from .preprocess import Invert
 from .report import Tally
 from .scorer import Scorer
-from .writers import Writer, already_scored, check_resume_settings, columns, save_settings
+from .writers import Writer, already_scored, check_not_an_input, check_resume_settings, columns, save_settings
 
 if TYPE_CHECKING:
     from .ray_engine import RayScorer
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -68,6 +74,7 @@ def run(inputs: list[str], opts: RunOptions, on_batch: Callable[[int], None] | N
         raise InputError("no images found in " + ", ".join(inputs))
     settings = {"columns": columns(opts.probs), "weights": sha256(opts.weights or default_weights()),
                 "invert": opts.invert}
+    check_not_an_input(opts.out, paths)
     if opts.resume:
         check_resume_settings(opts.out, opts.fmt, settings)
     save_settings(opts.out, settings)
@@ -78,16 +85,38 @@ def run(inputs: list[str], opts: RunOptions, on_batch: Callable[[int], None] | N
     progress = tqdm(total=len(paths) - len(skip), unit="img", file=sys.stderr, dynamic_ncols=True,
                     disable=True if opts.quiet else None, leave=False)
     try:
-        for batch in scorer.score(paths, skip):
-            writer.write(batch)
-            outcome.tally.add(batch)
-            progress.update(len(batch))
-            if on_batch is not None:
-                on_batch(outcome.tally.total)
+        with _stop_signals_interrupt():
+            for batch in scorer.score(paths, skip):
+                writer.write(batch)
+                outcome.tally.add(batch)
+                progress.update(len(batch))
+                if on_batch is not None:
+                    on_batch(outcome.tally.total)
     except KeyboardInterrupt:
         outcome.interrupted = True
-    finally:
+    except BaseException:
         progress.close()
-        writer.close()
-        outcome.seconds = time.perf_counter() - started
+        partial = writer.abandon()
+        if partial is not None:
+            print(f"digitscan: {opts.out} is left as it was; the {outcome.tally.total:,} rows done are in {partial}",
+                  file=sys.stderr)
+        raise
+    progress.close()
+    writer.close()
+    outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+@contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (timeout, docker stop, systemd, a closed terminal) stop a run as Ctrl-C does:
+    the rows done are kept and --resume goes on from there."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

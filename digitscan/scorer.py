@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from .dataset import ERROR, OK, Batch, ScanDataset, make_loader
 from .devices import describe, pick_device
-from .model import load_archive
+from .model import WeightsError, default_weights, load_archive
 from .preprocess import Invert
 
 LARGE_INPUT = 16 << 20
@@ -46,7 +46,8 @@ class Scorer:
     def __init__(self, weights: str | Path | None = None, device: str = "auto", batch_size: int = 256,
                  workers: int | None = None, invert: Invert = "auto") -> None:
         self.device = pick_device(device)
-        self.model = load_archive(None if weights is None else Path(weights), self.device)
+        self.weights = default_weights() if weights is None else Path(weights)
+        self.model = load_archive(self.weights, self.device)
         self.batch_size = batch_size
         self.workers = default_workers() if workers is None else workers
         self.invert = invert
@@ -104,13 +105,16 @@ class Scorer:
                 continue
             todo, isolating = todo[len(chunk):], False
 
+    def _scores(self, x: torch.Tensor) -> torch.Tensor:
+        return _check_scores(self.model(x), len(x), self.weights)
+
     @torch.inference_mode()
     def _results(self, batch: Batch, sources: Sequence[str | Image.Image]) -> list[Result]:
         probs = None
         results = []
         if batch.ok:
             x = batch.pixels.to(self.device, non_blocking=True)
-            probs = torch.softmax(self.model(x).float(), dim=1).cpu()
+            probs = torch.softmax(self._scores(x).float(), dim=1).cpu()
             conf, digit = probs.max(dim=1)
         row = {pos: n for n, pos in enumerate(batch.ok)}
         for pos, item in enumerate(batch.items):
@@ -122,6 +126,16 @@ class Scorer:
             else:
                 results.append(Result(name, None, None, item.inverted, item.status, item.error))
         return results
+
+
+def _check_scores(scores: object, n: int, weights: Path) -> torch.Tensor:
+    """The model's output for a batch of n, if it is n x 10 finite scores; else a set-up error, never a row."""
+    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (n, 10):
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise WeightsError(f"{weights}: the model returned {shape} for a batch of {n} images, not {n} x 10 scores")
+    if not bool(torch.isfinite(scores).all()):
+        raise WeightsError(f"{weights}: the model returned NaN or infinite scores")
+    return scores
 
 
 def _file_bytes(sources: Iterable[str | Image.Image]) -> int:

@@ -6,8 +6,9 @@ import csv
 import json
 import os
 import shutil
+import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -59,21 +60,27 @@ def columns(probs: bool) -> list[str]:
 
 
 def save_settings(out: str, settings: dict[str, Any]) -> None:
-    """Record `settings` (columns, weights' sha256, invert) beside a results file."""
-    if out != "-":
+    """Record `settings` (columns, weights' sha256, invert) beside a results file (not beside a device)."""
+    if out != "-" and _regular_or_new(Path(out)):
         write_json_atomic(settings_file(out), settings)
 
 
 def check_resume_settings(out: str, fmt: str, settings: dict[str, Any]) -> None:
-    """Refuse to continue `out` when this run's rows would differ from its own: other columns, weights or
-    polarity. A file without a record beside it is checked for its columns only."""
+    """Refuse to continue `out` unless it is digitscan's own output (its header) and this run's rows
+    would match its own: columns, weights and polarity (the record beside it, when there is one)."""
     path = Path(out)
     if out == "-" or not path.exists() or not path.stat().st_size:
         return
+    if not _regular_or_new(path):
+        raise OutputError(f"{out}: not a regular file; --resume continues a results file")
+    own = _columns_in(path, fmt)
+    if own not in (columns(False), columns(True)):
+        raise OutputError(f"{out}: not a digitscan results file (its first line is not digitscan's {fmt} header); "
+                          "--resume only appends to digitscan's own output")
     try:
         saved = json.loads(settings_file(out).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        saved = {"columns": _columns_in(path, fmt)}
+        saved = {"columns": own}
     except (OSError, ValueError):
         raise OutputError(f"{settings_file(out)}: unreadable; remove it to resume without checking") from None
     differ = [flag for key, flag in SETTING_FLAGS.items() if key in saved and saved[key] != settings[key]]
@@ -83,13 +90,15 @@ def check_resume_settings(out: str, fmt: str, settings: dict[str, Any]) -> None:
 
 
 def _columns_in(path: Path, fmt: str) -> list[str]:
+    """The header of a CSV file, or the keys of a JSONL file's first record ([] when there are none)."""
     with open(path, encoding="utf-8", errors="replace", newline="") as f:
-        if fmt == "csv":
-            return next(csv.reader(f), [])
         try:
-            return list(json.loads(f.readline()))
-        except ValueError:
-            raise OutputError(f"{path}: not a digitscan JSONL file (cannot resume from it)") from None
+            if fmt == "csv":
+                return next(csv.reader(f), [])
+            first = json.loads(f.readline())
+        except (ValueError, csv.Error):
+            return []
+    return list(first) if isinstance(first, dict) else []
 
 
 def record(result: Result, probs: bool) -> dict[str, Any]:
@@ -123,11 +132,14 @@ class Writer:
 
     def __init__(self, out: str, fmt: str, probs: bool = False, resume: bool = False) -> None:
         self.fmt, self.probs, self.count = fmt, probs, 0
-        self._target = None if out == "-" else Path(out)
+        # A link is written through (the file it names is replaced, not the link).
+        self._target = None if out == "-" else Path(os.path.realpath(out))
         self._tmp: Path | None = None
         appending = resume and self._target is not None and self._target.exists() and self._target.stat().st_size
         if self._target is None:
             self._stream: TextIO = sys.stdout
+        elif not _regular_or_new(self._target):  # a device or a pipe: written into, never replaced
+            self._stream = open(self._target, "w", encoding="utf-8", newline="")
         elif fmt == "jsonl":
             if appending:
                 _drop_partial_line(self._target)
@@ -157,17 +169,48 @@ class Writer:
             self.count += 1
         self._stream.flush()
 
+    def abandon(self) -> Path | None:
+        """After a failure: leave the target as it was and keep the rows written so far in a file
+        named for what it is, TARGET.partial (returned). JSON Lines and streams keep what they hold."""
+        if self._tmp is None or self._target is None:
+            self._stream.flush()
+            return None
+        self._stream.close()
+        partial = self._target.with_name(self._target.name + ".partial")
+        os.replace(self._tmp, partial)
+        return partial
+
     def close(self) -> None:
-        """Finish the file and move it into place; always called, so computed rows are never lost."""
+        """Finish the file and move it into place (after success, or Ctrl-C: the rows are whole)."""
         if self.fmt == "json":
             self._stream.write("\n]\n" if self.count else "]\n")
         self._stream.flush()
         if self._stream is sys.stdout:
             return
-        os.fsync(self._stream.fileno())
+        if self._target is not None and _regular_or_new(self._target):
+            os.fsync(self._stream.fileno())
         self._stream.close()
         if self._tmp is not None and self._target is not None:
             os.replace(self._tmp, self._target)
+
+
+def _regular_or_new(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return True
+
+
+def check_not_an_input(out: str, paths: Sequence[str]) -> None:
+    """Refuse an --out that is one of the inputs (`-o *.png` puts the first image after -o)."""
+    if out == "-" or not os.path.exists(out) or not _regular_or_new(Path(out)):
+        return
+    target = os.path.realpath(out)
+    name = os.path.basename(target)
+    for path in paths:
+        if os.path.basename(path) == name or os.path.islink(path):
+            if os.path.realpath(path) == target:
+                raise OutputError(f"{out}: is one of the inputs; refusing to write results over it")
 
 
 def already_scored(out: str, fmt: str) -> set[str]:
