@@ -18,6 +18,8 @@ from .errors import DigitscanError
 MAX_PIXELS = 64_000_000
 """Images larger than this (width x height) are refused as possible decompression bombs."""
 
+MAX_SIDE = 4096
+"""The longer side an image is reduced to at most, whatever its shape, so the work per image is bounded."""
 COARSE_SIDE = 48
 """First look: images are reduced (JPEG draft mode, then a box filter) to about this shorter side."""
 FINE_SIDE = 256
@@ -126,9 +128,13 @@ def _flatten(rgba: Image.Image) -> Image.Image:
 
 
 def _reduce(im: Image.Image, side: int) -> Image.Image:
-    factor = math.floor(min(im.size) / side)
-    if factor >= 2 and im.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
-        if im.mode not in ("L", "RGB"):
+    """Reduce by an integer factor to about `side` on the shorter side, and to at most MAX_SIDE on the
+    longer (a thin strip is no digit, but must not cost gigabytes); deep images stay deep."""
+    factor = max(math.floor(min(im.size) / side), math.ceil(max(im.size) / MAX_SIDE))
+    if factor >= 2:
+        if im.mode in ("I;16", "I;16B", "I;16L"):
+            im = im.convert("I")
+        elif im.mode not in ("L", "RGB", "I", "F"):
             im = im.convert("RGB")
         im = im.reduce(factor)
     return im

@@ -315,9 +315,18 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(f"{path}: not a digitscan checkpoint ({str(exc).strip().splitlines()[0][:120]})") from None
-    if not isinstance(state, dict) or not {"model", "optimizer", "schedule", "config"} <= state.keys():
-        raise WeightsError(f"{path}: not a digitscan checkpoint (missing model, optimiser or schedule state)")
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: not a digitscan checkpoint (it holds no settings or state)")
+    wrong = [key for key, kind in CHECKPOINT_ENTRIES.items() if not isinstance(state.get(key), kind)]
+    if wrong:
+        raise WeightsError(f"{path}: not a digitscan checkpoint (missing or malformed: {', '.join(wrong)})")
     return state
+
+
+CHECKPOINT_ENTRIES: dict[str, type | tuple[type, ...]] = {
+    "model": dict, "optimizer": dict, "schedule": dict, "epoch": int, "step": int, "history": list,
+    "rng": torch.Tensor, "config": dict}
+"""What a checkpoint holds, and of what type: anything else is refused in one line."""
 
 
 def _load_weights(net: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path | None) -> None:

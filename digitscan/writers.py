@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -22,6 +23,9 @@ SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl
 SETTINGS_SUFFIX = ".settings.json"
 """Beside a results file, the settings that shaped its rows: `--resume` must not change them."""
 SETTING_FLAGS = {"columns": "--probs", "weights": "--weights", "invert": "--invert"}
+NAME_ERRORS = {"csv": "surrogateescape", "json": "backslashreplace", "jsonl": "backslashreplace"}
+"""A file name that is not valid UTF-8 (ordinary on Linux) is written as its own bytes in CSV, and as
+the escape \\udcXX that Python's json reads back to the same name in JSON: either way --resume finds it."""
 
 
 class OutputError(DigitscanError):
@@ -138,18 +142,22 @@ class Writer:
         appending = resume and self._target is not None and self._target.exists() and self._target.stat().st_size
         if self._target is None:
             self._stream: TextIO = sys.stdout
+            if isinstance(sys.stdout, io.TextIOWrapper):
+                sys.stdout.reconfigure(errors=NAME_ERRORS[fmt])
         elif not _regular_or_new(self._target):  # a device or a pipe: written into, never replaced
-            self._stream = open(self._target, "w", encoding="utf-8", newline="")
+            self._stream = open(self._target, "w", encoding="utf-8", errors=NAME_ERRORS[fmt], newline="")
         elif fmt == "jsonl":
             if appending:
                 _drop_partial_line(self._target)
-            self._stream = open(self._target, "a" if appending else "w", encoding="utf-8", newline="")
+            self._stream = open(self._target, "a" if appending else "w", encoding="utf-8", errors=NAME_ERRORS[fmt],
+                                newline="")
         else:
             self._tmp = self._target.with_name(f".{self._target.name}.{os.getpid()}.tmp")
             if appending:
                 shutil.copyfile(self._target, self._tmp)
                 _ensure_newline(self._tmp)
-            self._stream = open(self._tmp, "a" if appending else "w", encoding="utf-8", newline="")
+            self._stream = open(self._tmp, "a" if appending else "w", encoding="utf-8", errors=NAME_ERRORS[fmt],
+                                newline="")
         self._csv = csv.writer(self._stream, lineterminator="\n") if fmt == "csv" else None
         if self._csv is not None and not appending:
             self._csv.writerow(columns(probs))
@@ -218,7 +226,7 @@ def already_scored(out: str, fmt: str) -> set[str]:
     path = Path(out)
     if out == "-" or not path.exists():
         return set()
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         if fmt == "csv":
             return {row["path"] for row in csv.DictReader(f) if row.get("path")}
         done = set()

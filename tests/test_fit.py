@@ -205,3 +205,17 @@ def test_flags_that_would_change_a_resumed_fit_are_refused(runner, mnist_root, t
     assert refused.stderr.count("\n") == 1 and all(f in refused.stderr for f in ("--epochs", "--out", "--from"))
     same = runner.invoke(main, ["fit", "--resume", "a.ckpt", "--epochs", "1", "--device", "cpu"])
     assert same.exit_code == 0, same.output  # the job's own values, and another device, are fine
+
+
+@pytest.mark.parametrize("damage", [lambda s: s.pop("optimizer"), lambda s: s.update(epoch="three"),
+                                    lambda s: s.update(config=[1, 2])])
+def test_a_malformed_checkpoint_is_one_line_not_a_traceback(runner, mnist_root, tmp_path, monkeypatch, damage):
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(main, ["fit", "--scratch", "--data", str(mnist_root), "--epochs", "1", "--limit", "128",
+                                "--out", "a.pt"]).exit_code == 0
+    state = torch.load("a.ckpt", weights_only=True)
+    damage(state)
+    torch.save(state, "a.ckpt")
+    result = runner.invoke(main, ["fit", "--resume", "a.ckpt"])
+    assert result.exit_code == 2 and "not a digitscan checkpoint" in result.stderr
+    assert result.stderr.count("\n") == 1

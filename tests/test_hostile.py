@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import signal
 import stat
@@ -14,9 +15,11 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import EXAMPLES, draw_digit
+from PIL import Image
 
 from digitscan import writers
 from digitscan.cli import main
@@ -173,3 +176,43 @@ def test_resume_appends_only_to_digitscans_own_output(runner, scans, tmp_path, c
     result = runner.invoke(main, ["run", str(scans), "-o", str(out), "--resume"])
     assert result.exit_code == 2 and "not a digitscan results file" in result.stderr
     assert out.read_bytes() == content
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+def test_a_file_name_that_is_not_utf8_is_read_written_and_resumed(runner, scans, tmp_path, fmt):
+    draw_digit().save(os.path.join(os.fsencode(scans), b"caf\xe9.png"))  # Latin-1, as old scanners name files
+    name = os.fsdecode(os.path.join(os.fsencode(scans), b"caf\xe9.png"))
+    out = tmp_path / f"r.{fmt}"
+    result = runner.invoke(main, ["run", str(scans), "-q", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    if fmt == "csv":
+        with open(out, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            paths = [r["path"] for r in csv.DictReader(f)]
+    elif fmt == "json":
+        paths = [r["path"] for r in json.loads(out.read_text(encoding="utf-8"))]
+    else:
+        paths = [json.loads(line)["path"] for line in out.read_text(encoding="utf-8").splitlines()]
+    assert name in paths and len(paths) == 7
+    if fmt != "json":
+        again = runner.invoke(main, ["run", str(scans), "-q", "-o", str(out), "--resume"])
+        assert again.exit_code == 0  # nothing left to score: the name was found in the file
+        assert out.read_bytes().count(b"caf\xe9" if fmt == "csv" else b"caf\\udce9") == 1
+
+
+def test_a_file_name_that_is_not_utf8_reaches_standard_output(scans):
+    draw_digit().save(os.path.join(os.fsencode(scans), b"caf\xe9.png"))
+    done = subprocess.run([*RUN, str(scans), "-q", "--workers", "0"], capture_output=True, timeout=120)
+    assert done.returncode == 0 and b"caf\xe9.png" in done.stdout
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16"])
+def test_a_thin_or_deep_image_is_reduced_so_its_cost_is_bounded(tmp_path, mode):
+    from digitscan.decode import COARSE_SIDE, MAX_SIDE, load_grey
+
+    thin = tmp_path / "thin.png"
+    Image.new(mode, (4_000_000, 1)).save(thin)  # a few KB on disk
+    assert max(load_grey(str(thin), COARSE_SIDE).shape) <= MAX_SIDE
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full((3000, 2000), 40000, dtype=np.uint16)).save(deep)
+    grey = load_grey(str(deep), COARSE_SIDE)
+    assert min(grey.shape) < 2 * COARSE_SIDE and grey.dtype == np.float32
