@@ -33,7 +33,10 @@ def iter_paths(inputs: Iterable[str], recursive: bool = False, stdin: TextIO | N
     seen: set[tuple[int, int]] = set()
     for item in inputs:
         if item == "-":
-            for line in stdin or sys.stdin:
+            source = stdin or sys.stdin
+            if source is None:
+                raise InputError("-: standard input is closed")
+            for line in source:
                 line = line.rstrip("\r\n")
                 if line:
                     yield line

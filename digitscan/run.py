@@ -85,15 +85,18 @@ def run(inputs: list[str], opts: RunOptions, on_batch: Callable[[int], None] | N
     progress = tqdm(total=len(paths) - len(skip), unit="img", file=sys.stderr, dynamic_ncols=True,
                     disable=True if opts.quiet else None, leave=False)
     try:
-        with _stop_signals_interrupt():
-            for batch in scorer.score(paths, skip):
-                writer.write(batch)
-                outcome.tally.add(batch)
-                progress.update(len(batch))
-                if on_batch is not None:
-                    on_batch(outcome.tally.total)
-    except KeyboardInterrupt:
-        outcome.interrupted = True
+        try:
+            with _stop_signals_interrupt():
+                for batch in scorer.score(paths, skip):
+                    writer.write(batch)
+                    outcome.tally.add(batch)
+                    progress.update(len(batch))
+                    if on_batch is not None:
+                        on_batch(outcome.tally.total)
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+        progress.close()
+        writer.close()
     except BaseException:
         progress.close()
         partial = writer.abandon()
@@ -101,8 +104,6 @@ def run(inputs: list[str], opts: RunOptions, on_batch: Callable[[int], None] | N
             print(f"digitscan: {opts.out} is left as it was; the {outcome.tally.total:,} rows done are in {partial}",
                   file=sys.stderr)
         raise
-    progress.close()
-    writer.close()
     outcome.seconds = time.perf_counter() - started
     return outcome
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -9,7 +10,8 @@ import os
 import shutil
 import stat
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -159,13 +161,29 @@ class Writer:
             self._stream = open(self._tmp, "a" if appending else "w", encoding="utf-8", errors=NAME_ERRORS[fmt],
                                 newline="")
         self._csv = csv.writer(self._stream, lineterminator="\n") if fmt == "csv" else None
-        if self._csv is not None and not appending:
-            self._csv.writerow(columns(probs))
-        elif fmt == "json":
-            self._stream.write("[")
+        with self._failing_as_output_error():
+            if self._csv is not None and not appending:
+                self._csv.writerow(columns(probs))
+            elif fmt == "json":
+                self._stream.write("[")
+
+    @contextmanager
+    def _failing_as_output_error(self) -> Iterator[None]:
+        """A full disk or device, or any other write error, as one line naming the output."""
+        try:
+            yield
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            where = "standard output" if self._target is None else str(self._target)
+            raise OutputError(f"{where}: cannot write results ({exc.strerror or exc})") from None
 
     def write(self, results: Iterable[Result]) -> None:
         """Write a batch of results and flush them."""
+        with self._failing_as_output_error():
+            self._write(results)
+
+    def _write(self, results: Iterable[Result]) -> None:
         for result in results:
             rec = record(result, self.probs)
             if self._csv is not None:
@@ -181,25 +199,28 @@ class Writer:
         """After a failure: leave the target as it was and keep the rows written so far in a file
         named for what it is, TARGET.partial (returned). JSON Lines and streams keep what they hold."""
         if self._tmp is None or self._target is None:
-            self._stream.flush()
+            with contextlib.suppress(OSError):  # a full device or a closed pipe: nothing more can go there
+                self._stream.flush()
             return None
-        self._stream.close()
+        with contextlib.suppress(OSError):
+            self._stream.close()
         partial = self._target.with_name(self._target.name + ".partial")
         os.replace(self._tmp, partial)
         return partial
 
     def close(self) -> None:
         """Finish the file and move it into place (after success, or Ctrl-C: the rows are whole)."""
-        if self.fmt == "json":
-            self._stream.write("\n]\n" if self.count else "]\n")
-        self._stream.flush()
-        if self._stream is sys.stdout:
-            return
-        if self._target is not None and _regular_or_new(self._target):
-            os.fsync(self._stream.fileno())
-        self._stream.close()
-        if self._tmp is not None and self._target is not None:
-            os.replace(self._tmp, self._target)
+        with self._failing_as_output_error():
+            if self.fmt == "json":
+                self._stream.write("\n]\n" if self.count else "]\n")
+            self._stream.flush()
+            if self._stream is sys.stdout:
+                return
+            if self._target is not None and _regular_or_new(self._target):
+                os.fsync(self._stream.fileno())
+            self._stream.close()
+            if self._tmp is not None and self._target is not None:
+                os.replace(self._tmp, self._target)
 
 
 def _regular_or_new(path: Path) -> bool:

@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -216,3 +217,57 @@ def test_a_thin_or_deep_image_is_reduced_so_its_cost_is_bounded(tmp_path, mode):
     Image.fromarray(np.full((3000, 2000), 40000, dtype=np.uint16)).save(deep)
     grey = load_grey(str(deep), COARSE_SIDE)
     assert min(grey.shape) < 2 * COARSE_SIDE and grey.dtype == np.float32
+
+
+def test_a_closed_stdin_or_a_full_stdout_is_one_line_not_a_traceback(scans):
+    closed = subprocess.run(["sh", "-c", f'"{sys.executable}" -m digitscan run - <&-'], capture_output=True,
+                            text=True, timeout=120)
+    assert closed.returncode == 2 and closed.stderr == "digitscan: -: standard input is closed\n"
+    with open("/dev/full", "w") as full:  # every write to it fails with ENOSPC; it is never replaced
+        done = subprocess.run([*RUN, str(scans), "-q", "--workers", "0"], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "standard output: cannot write results (No space left on device)" in done.stderr
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                status = Path(f"/proc/{entry}/status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                found.add(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def test_sigterm_to_a_real_run_with_workers_keeps_the_rows_and_leaves_nothing_behind(tmp_path):
+    scans = tmp_path / "many"
+    scans.mkdir()
+    seven = draw_digit()
+    for k in range(600):
+        seven.save(scans / f"{k:04d}.png")
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.Popen([*RUN, str(scans), "-q", "--workers", "2", "--batch-size", "16", "-o", str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out.exists() and out.read_text().count("\n") >= 16):
+        time.sleep(0.05)
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err and "results kept" in err
+    lines = out.read_text().splitlines()
+    assert 16 <= len(lines) < 600 and all(json.loads(line)["status"] == "ok" for line in lines)
+    time.sleep(1)
+    assert workers and not [pid for pid in workers if _alive(pid)]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".partial"))]
