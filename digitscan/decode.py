@@ -5,9 +5,13 @@ from __future__ import annotations
 import errno
 import math
 import os
+import signal
 import stat
 import struct
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,9 @@ from .errors import DigitscanError
 MAX_PIXELS = 64_000_000
 """Images larger than this (width x height) are refused as possible decompression bombs."""
 
+MAX_DECODE_SECONDS = 20.0
+"""A file that takes longer than this to decode (a JPEG with thousands of progressive scans) gets an
+error row instead of holding the run."""
 MAX_SIDE = 4096
 """The longer side an image is reduced to at most, whatever its shape, so the work per image is bounded."""
 COARSE_SIDE = 48
@@ -46,7 +53,7 @@ def load_grey(source: str | Path | Image.Image, side: int = FINE_SIDE) -> np.nda
         return _to_array(_reduce(_upright(source), side))
     try:
         _check_regular(source)
-        with warnings.catch_warnings():
+        with _time_limit(MAX_DECODE_SECONDS), warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as im:
                 _check_size(im)
@@ -55,6 +62,8 @@ def load_grey(source: str | Path | Image.Image, side: int = FINE_SIDE) -> np.nda
                 return _to_array(_reduce(_upright(im), side))
     except DecodeError:
         raise
+    except _TooSlow:
+        raise DecodeError(f"took over {MAX_DECODE_SECONDS:g} s to decode (a pathological file?)") from None
     except FileNotFoundError:
         raise DecodeError("file not found") from None
     except IsADirectoryError:
@@ -72,6 +81,31 @@ def load_grey(source: str | Path | Image.Image, side: int = FINE_SIDE) -> np.nda
         raise DecodeError(f"broken or truncated image ({_first_line(exc)})") from None
     except (ValueError, SyntaxError, EOFError, MemoryError, struct.error) as exc:
         raise DecodeError(f"cannot decode image ({_first_line(exc)})") from None
+
+
+class _TooSlow(Exception):
+    pass
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise _TooSlow in this block after `seconds` (a timer signal; only in a process's main thread,
+    where DataLoader workers and a run without workers decode). PIL decodes in chunks, so it stops.
+    A caller's own running timer is left alone (and then there is no limit)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getitimer(signal.ITIMER_REAL)[0] > 0:
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise _TooSlow
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _check_regular(path: str | Path) -> None:
