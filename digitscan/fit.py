@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import platform
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +23,7 @@ from .distributed import Ranks, setup, teardown
 from .errors import DigitscanError
 from .evaluate import predict_tensors
 from .model import DigitNet, WeightsError, default_weights, load_archive, save_archive
+from .stopping import StopRequest
 from .trainingdata import load_labelled, load_mnist
 
 HOLDOUT = 5000
@@ -117,28 +116,6 @@ class FitResult:
     """False on the other ranks of a torchrun job, which leave reporting to rank 0."""
 
 
-class _StopRequest:
-    """Turns Ctrl-C (SIGINT) into a flag that the loop checks between steps."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        try:
-            previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: no handler, Ctrl-C is not ours to catch
-            yield
-            return
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.requested = True
-
-
 def fit(cfg: FitConfig, log: Callable[[str], None] = print,
         on_step: Callable[[int, int], None] | None = None) -> FitResult:
     """Train as `cfg` says and write the archive; `on_step(epoch, step)` is called after each step."""
@@ -205,7 +182,7 @@ def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: tor
                 "epoch": at_epoch, "step": at_step, "history": history, "rng": torch.get_rng_state(),
                 "config": cfg.record()})
 
-    stop = _StopRequest()
+    stop = StopRequest()
     with stop.installed():
         while epoch < cfg.epochs:
             tick = time.perf_counter()
@@ -253,7 +230,7 @@ def _load_data(cfg: FitConfig, device: torch.device, log: Callable[[str], None])
 
 def _train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                      schedule: torch.optim.lr_scheduler.LRScheduler, data: _Data, order: torch.Tensor,
-                     at: tuple[int, int, int], cfg: FitConfig, device: torch.device, stop: _StopRequest,
+                     at: tuple[int, int, int], cfg: FitConfig, device: torch.device, stop: StopRequest,
                      main: bool, on_step: Callable[[int, int], None] | None) -> _Epoch:
     """Steps `at` = (epoch, first step, steps) of one pass over `order`, until its end or Ctrl-C."""
     epoch, first, steps = at

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,13 +16,11 @@ from .model import default_weights, sha256
 from .preprocess import Invert
 from .report import Tally
 from .scorer import Scorer
+from .stopping import StopRequest
 from .writers import Writer, already_scored, check_not_an_input, check_resume_settings, columns, save_settings
 
 if TYPE_CHECKING:
     from .ray_engine import RayScorer
-
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -86,13 +81,17 @@ def run(inputs: list[str], opts: RunOptions, on_batch: Callable[[int], None] | N
                     disable=True if opts.quiet else None, leave=False)
     try:
         try:
-            with _stop_signals_interrupt():
+            stop = StopRequest()
+            with stop.installed():
                 for batch in scorer.score(paths, skip):
                     writer.write(batch)
                     outcome.tally.add(batch)
                     progress.update(len(batch))
                     if on_batch is not None:
                         on_batch(outcome.tally.total)
+                    if stop.requested:
+                        outcome.interrupted = True
+                        break
         except KeyboardInterrupt:
             outcome.interrupted = True
         progress.close()
@@ -106,18 +105,3 @@ def run(inputs: list[str], opts: RunOptions, on_batch: Callable[[int], None] | N
         raise
     outcome.seconds = time.perf_counter() - started
     return outcome
-
-
-@contextmanager
-def _stop_signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP (timeout, docker stop, systemd, a closed terminal) stop a run as Ctrl-C does:
-    the rows done are kept and --resume goes on from there."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
