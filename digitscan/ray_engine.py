@@ -18,9 +18,9 @@ import torch
 
 from .dataset import OK, ScanDataset
 from .errors import DigitscanError
-from .model import default_weights, load_archive
+from .model import WeightsError, default_weights, load_archive
 from .preprocess import FRAME, Invert
-from .scorer import Result
+from .scorer import Result, check_scores
 
 
 class EngineUnavailable(DigitscanError):
@@ -46,16 +46,23 @@ class _Model:
 
     def __init__(self, weights: str) -> None:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = load_archive(Path(weights), self.device)
+        self.weights = Path(weights)
+        self.model = load_archive(self.weights, self.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = batch["status"] == OK
         probs = np.full((len(ok), 10), np.nan, dtype=np.float32)
+        fatal = ""  # our own error goes back as data: Ray would wrap it beyond recognition
         if ok.any():
             x = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok])).unsqueeze(1).to(self.device)
             with torch.inference_mode():
-                probs[ok] = torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
-        return {key: batch[key] for key in ("index", "status", "inverted", "error")} | {"probs": probs}
+                try:
+                    scores = check_scores(self.model(x), len(x), self.weights)
+                    probs[ok] = torch.softmax(scores.float(), dim=1).cpu().numpy()
+                except DigitscanError as exc:
+                    fatal = str(exc)
+        return {key: batch[key] for key in ("index", "status", "inverted", "error")} | {
+            "probs": probs, "fatal": np.full(len(ok), fatal, dtype=object)}
 
 
 class RayScorer:
@@ -102,6 +109,8 @@ class RayScorer:
                             num_cpus=0.25, num_gpus=self.gpus_per_actor,
                             fn_constructor_kwargs={"weights": str(self.weights)})
         for batch in ds.iter_batches(batch_size=self.batch_size, batch_format="numpy"):
+            if any(batch["fatal"]):
+                raise WeightsError(next(str(message) for message in batch["fatal"] if message))
             yield [self._result(sources, batch, n) for n in range(len(batch["index"]))]
 
     @staticmethod

@@ -106,7 +106,7 @@ class Scorer:
             todo, isolating = todo[len(chunk):], False
 
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
-        return _check_scores(self.model(x), len(x), self.weights)
+        return check_scores(self.model(x), len(x), self.weights)
 
     @torch.inference_mode()
     def _results(self, batch: Batch, sources: Sequence[str | Image.Image]) -> list[Result]:
@@ -128,7 +128,7 @@ class Scorer:
         return results
 
 
-def _check_scores(scores: object, n: int, weights: Path) -> torch.Tensor:
+def check_scores(scores: object, n: int, weights: Path) -> torch.Tensor:
     """The model's output for a batch of n, if it is n x 10 finite scores; else a set-up error, never a row."""
     if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (n, 10):
         shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import ray
+import torch
 from conftest import EXAMPLES, draw_digit
 
 from digitscan.cli import main
@@ -55,3 +56,17 @@ def test_without_ray_the_engine_is_one_line_naming_the_extra(runner, tmp_path, m
     result = runner.invoke(main, ["run", str(tmp_path), "--engine", "ray"])
     assert result.exit_code == 2
     assert "pip install 'digitscan[ray]'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_archive_that_misbehaves_on_ray_is_one_line_too(runner, tmp_path, local_ray):
+    class Eleven(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(x.shape[0], 10 if x.shape[0] == 1 else 11)
+
+    archive = tmp_path / "eleven.pt"
+    torch.jit.script(Eleven()).save(str(archive))
+    for k in range(3):
+        draw_digit().save(tmp_path / f"{k}.png")
+    result = runner.invoke(main, ["run", str(tmp_path), "--engine", "ray", "--weights", str(archive), "-q"])
+    assert result.exit_code == 2 and "not 3 x 10 scores" in result.stderr
+    assert result.stderr.count("\n") == 1
