@@ -45,6 +45,8 @@ def check_output(out: str, fmt: str, resume: bool) -> None:
     if out == "-":
         if resume:
             raise OutputError("--resume needs --out FILE")
+        if sys.stdout is None:
+            raise OutputError("standard output is closed; name a results file with --out")
         return
     path = Path(out)
     if path.is_dir():

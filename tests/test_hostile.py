@@ -223,6 +223,9 @@ def test_a_closed_stdin_or_a_full_stdout_is_one_line_not_a_traceback(scans):
     closed = subprocess.run(["sh", "-c", f'"{sys.executable}" -m digitscan run - <&-'], capture_output=True,
                             text=True, timeout=120)
     assert closed.returncode == 2 and closed.stderr == "digitscan: -: standard input is closed\n"
+    closed = subprocess.run(["sh", "-c", f'"{sys.executable}" -m digitscan run "{scans}" >&-'], capture_output=True,
+                            text=True, timeout=120)
+    assert closed.returncode == 2 and "standard output is closed" in closed.stderr and closed.stderr.count("\n") == 1
     with open("/dev/full", "w") as full:  # every write to it fails with ENOSPC; it is never replaced
         done = subprocess.run([*RUN, str(scans), "-q", "--workers", "0"], stdout=full, stderr=subprocess.PIPE,
                               text=True, timeout=120)
