@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 from click.core import ParameterSource
 
+from .defaults import CALIBRATION_RENDERS, FIT_BATCH, FIT_EPOCHS, FIT_LR, RUN_BATCH
 from .errors import INTERNAL_ERROR, INTERRUPTED, SOME_UNREADABLE, STDOUT_CLOSED, USAGE_ERROR, DigitscanError
 
 if TYPE_CHECKING:
@@ -75,8 +76,9 @@ weights_option = click.option("--weights", type=click.Path(path_type=Path), defa
 data_option = click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
                            help="torchvision MNIST root (downloaded there if missing). "
                                 "[default: ~/.cache/digitscan/mnist]")
-labeled_option = click.option("--labeled", type=click.Path(exists=True, file_okay=False, path_type=Path),
-                              default=None, help="Your labelled scans: a folder with subfolders 0 to 9.")
+labeled_option = click.option("--labeled", type=click.Path(exists=True, path_type=Path), default=None,
+                              help="Your labelled scans: a folder with subfolders 0 to 9 (any of them), or a CSV "
+                                   "of path,label such as review's corrections.csv.")
 workers_option = click.option("--workers", type=click.IntRange(0), default=None,
                               help="Decoding processes (0 decodes in the main process). [default: one per core]")
 
@@ -102,7 +104,7 @@ def main() -> None:
 @click.option("--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), default=None,
               help="Output format. [default: from --out's extension, else csv]")
 @click.option("--recursive", "-r", is_flag=True, help="Also scan subfolders.")
-@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=RUN_BATCH, show_default=True, type=click.IntRange(1))
 @workers_option
 @device_option
 @weights_option
@@ -111,6 +113,8 @@ def main() -> None:
 @click.option("--probs", is_flag=True, help="Add the ten probabilities p0..p9 to each row.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.option("--resume", is_flag=True, help="Keep the rows already in --out (CSV or JSONL) and score only the rest.")
+@click.option("--frames", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Keep the 28 x 28 frame the model saw for each image in DIR (for digitscan review).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: decode and score on a Ray cluster (pip install 'digitscan[ray]').")
 @click.option("--address", default=None, help="With --engine ray: the cluster to join. [default: start a local one]")
@@ -119,8 +123,8 @@ def main() -> None:
 @click.option("--gpus-per-actor", type=click.FloatRange(0), default=0.0, show_default=True,
               help="With --engine ray: GPUs reserved by each model actor.")
 def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, batch_size: int, workers: int | None,
-        device: str, weights: Path | None, invert: Invert, probs: bool, quiet: bool, resume: bool, engine: str,
-        address: str | None, actors: int, gpus_per_actor: float) -> None:
+        device: str, weights: Path | None, invert: Invert, probs: bool, quiet: bool, resume: bool, frames: Path | None,
+        engine: str, address: str | None, actors: int, gpus_per_actor: float) -> None:
     """Read the digit in each image of INPUT... and write one row per image.
 
     INPUT is any mix of folders (scanned for image files), image files, and - (paths read from
@@ -154,7 +158,7 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, bat
 
     opts = RunOptions(out=out, fmt=fmt, recursive=recursive, batch_size=batch_size, workers=workers, device=device,
                       weights=weights, invert=invert, probs=probs, quiet=quiet, resume=resume,
-                      engine=engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor)
+                      engine=engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor, frames=frames)
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     outcome = run_job(list(inputs), opts)
     if not quiet:
@@ -170,15 +174,15 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, bat
 
 
 @main.command()
-@click.option("--epochs", default=5, show_default=True, type=click.IntRange(1), help="Passes over the data.")
+@click.option("--epochs", default=FIT_EPOCHS, show_default=True, type=click.IntRange(1), help="Passes over the data.")
 @data_option
 @click.option("--from", "start", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Fine-tune this archive. [default: the shipped weights]")
 @click.option("--scratch", is_flag=True, help="Start from random weights instead of fine-tuning.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("digitscan.pt"),
               show_default=True, help="Where to write the TorchScript archive (and its .json card).")
-@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--batch-size", default=FIT_BATCH, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=FIT_LR, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Peak learning rate of the one-cycle schedule.")
 @device_option
 @click.option("--seed", default=0, show_default=True, type=int, help="Makes a CPU run repeatable.")
@@ -188,9 +192,11 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, bat
               help="Checkpoint path, written after every epoch. [default: OUT with .ckpt]")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Train on the first N training images only.")
 @labeled_option
+@click.option("--calibrate", type=click.IntRange(0), default=CALIBRATION_RENDERS, show_default=True, metavar="N",
+              help="Fit the confidence temperature on N held-out digits rendered as scans (0: leave it at 1).")
 def fit(epochs: int, data: Path | None, start: Path | None, scratch: bool, out: Path, batch_size: int, lr: float,
         device: str, seed: int, resume: Path | None, checkpoint: Path | None, limit: int | None,
-        labeled: Path | None) -> None:
+        labeled: Path | None, calibrate: int) -> None:
     """Train or fine-tune the model on MNIST (and your labelled scans).
 
     \b
@@ -217,7 +223,7 @@ def fit(epochs: int, data: Path | None, start: Path | None, scratch: bool, out: 
             _fail("--from and --scratch exclude each other")
         cfg = FitConfig(data=data or default_data_root(), out=out, epochs=epochs, batch_size=batch_size, lr=lr,
                         device=device, seed=seed, start=start, scratch=scratch, limit=limit, labeled=labeled,
-                        command=_command_line(), checkpoint=checkpoint)
+                        command=_command_line(), checkpoint=checkpoint, calibrate=calibrate)
     result = run_fit(cfg, log=console.print)
     if not result.main:
         sys.exit(INTERRUPTED if result.interrupted else 0)
@@ -229,6 +235,47 @@ def fit(epochs: int, data: Path | None, start: Path | None, scratch: bool, out: 
                   f"sha256 {result.card['sha256'][:12]}…)")
 
 
+@main.command()
+@click.argument("sources", nargs=-1, required=True, metavar="RESULTS | IMAGE...")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=Path("review.html"),
+              show_default=True, help="The page to write.")
+@click.option("--below", type=click.FloatRange(0, 1), default=None,
+              help="Show readings whose confidence is below this. [default: the summary's threshold]")
+@click.option("--all", "every", is_flag=True, help="Show every row, not only the doubtful ones.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Show at most N rows (the least sure first).")
+@click.option("--frames", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              metavar="DIR", help="The frames that run --frames kept. [default: computed again from the scans]")
+@weights_option
+@device_option
+def review(sources: tuple[str, ...], out: Path, below: float | None, every: bool, limit: int | None,
+           frames: Path | None, weights: Path | None, device: str) -> None:
+    """Write one HTML page of the readings to check, to correct them by keyboard.
+
+    RESULTS is a file that digitscan run wrote (CSV, JSON or JSONL): the page shows its readings
+    below --below, the least sure first, then its blank and error rows. Given images or folders
+    instead, it reads them now and shows every one. Each tile shows the scan, the 28 x 28 frame the
+    model saw, the reading and its ten probabilities. Type the right digit (x: not a digit, Enter:
+    the reading is right), then download corrections.csv (path,label) for fit --labeled.
+
+    \b
+    Examples:
+      digitscan run scans/ --out results.csv --frames frames/
+      digitscan review results.csv --frames frames/ --out review.html
+      digitscan fit --labeled ~/Downloads/corrections.csv --out tuned.pt
+      digitscan review scan.png
+    """
+    from .inputs import check_inputs
+    from .report import LOW_CONFIDENCE
+    from .review import ReviewOptions
+    from .review import review as review_job
+
+    check_inputs(sources)
+    opts = ReviewOptions(sources=list(sources), out=out, below=LOW_CONFIDENCE if below is None else below, all=every,
+                         limit=limit, frames=frames, weights=weights, device=device)
+    outcome = review_job(opts)
+    click.echo(f"wrote {outcome.out}: {outcome.shown:,} of {outcome.rows:,} rows to check", err=True)
+
+
 @main.command("eval")
 @weights_option
 @data_option
@@ -236,7 +283,10 @@ def fit(epochs: int, data: Path | None, start: Path | None, scratch: bool, out: 
 @device_option
 @workers_option
 def evaluate(weights: Path | None, data: Path | None, labeled: Path | None, device: str, workers: int | None) -> None:
-    """Print accuracy and a confusion matrix, on MNIST's test split or (with --labeled) on your own scans.
+    """Print accuracy, a confusion matrix and calibration, on MNIST's test split or (with --labeled) your own scans.
+
+    Calibration: readings grouped by confidence, each group's accuracy beside it, and the expected
+    calibration error (the gap between the two, weighted by the group's share of readings).
 
     \b
     Examples:
@@ -247,7 +297,7 @@ def evaluate(weights: Path | None, data: Path | None, labeled: Path | None, devi
 
     from .evaluate import EvalOptions
     from .evaluate import evaluate as evaluate_job
-    from .report import confusion_table
+    from .report import confusion_table, reliability_table
     from .trainingdata import default_data_root
 
     opts = EvalOptions(data=data or default_data_root(), labeled=labeled, weights=weights, device=device,
@@ -255,5 +305,7 @@ def evaluate(weights: Path | None, data: Path | None, labeled: Path | None, devi
     result = evaluate_job(opts)
     console = Console(highlight=False, soft_wrap=True)
     console.print(confusion_table(result.confusion, result.name))
+    console.print(reliability_table(result.reliability, result.calibration_error))
     unread = f", {result.unread} blank or unreadable" if result.unread else ""
-    console.print(f"accuracy {result.accuracy:.4f} on {result.total:,} images{unread}")
+    console.print(f"accuracy {result.accuracy:.4f} on {result.total:,} images{unread}; "
+                  f"expected calibration error {result.calibration_error:.4f}")

@@ -1,13 +1,15 @@
-"""`digitscan eval`: accuracy and confusion matrix of weights on MNIST's test split or a labelled folder."""
+"""`digitscan eval`: accuracy, confusion matrix and calibration of weights on MNIST's test split or labelled scans."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .augment import normalise
+from .calibration import Bin, calibration_error, reliability
+from .defaults import RUN_BATCH
 from .devices import pick_device
 from .model import load_archive
 from .scorer import Scorer
@@ -21,6 +23,9 @@ class Evaluation:
     """10 x 10 counts, rows the true digit, columns the prediction."""
     unread: int = 0
     """Images that were blank or unreadable (counted as wrong)."""
+    confidence: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    """Each reading's confidence, and whether it was right: the calibration figures."""
+    correct: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.bool))
 
     @property
     def total(self) -> int:
@@ -29,6 +34,14 @@ class Evaluation:
     @property
     def accuracy(self) -> float:
         return float(self.confusion.diag().sum()) / max(self.total, 1)
+
+    @property
+    def calibration_error(self) -> float:
+        return calibration_error(self.confidence, self.correct)
+
+    @property
+    def reliability(self) -> list[Bin]:
+        return reliability(self.confidence, self.correct)
 
 
 @dataclass
@@ -46,39 +59,42 @@ class EvalOptions:
 def evaluate(opts: EvalOptions) -> Evaluation:
     """Score the labelled folder, or else MNIST's test split."""
     if opts.labeled is not None:
-        return evaluate_folder(opts.labeled, opts.weights, opts.device, workers=opts.workers)
+        return evaluate_labelled(opts.labeled, opts.weights, opts.device, workers=opts.workers)
     return evaluate_mnist(opts.data, opts.weights, opts.device)
 
 
 @torch.inference_mode()
-def predict_tensors(model: torch.nn.Module, images: torch.Tensor, device: torch.device,
-                    batch_size: int = 1000) -> torch.Tensor:
-    """The digit the model gives each uint8 MNIST-format image (N x 28 x 28), on the CPU."""
+def probabilities(model: torch.nn.Module, images: torch.Tensor, device: torch.device,
+                  batch_size: int = 1000) -> torch.Tensor:
+    """The model's ten probabilities for each uint8 MNIST-format image (N x 28 x 28), on the CPU."""
     model.eval()
-    return torch.cat([model(normalise(images[i:i + batch_size].to(device).unsqueeze(1).float() / 255)).argmax(1).cpu()
-                      for i in range(0, len(images), batch_size)])
+    return torch.cat([torch.softmax(model(normalise(images[i:i + batch_size].to(device).unsqueeze(1).float() / 255))
+                                    .float(), dim=1).cpu() for i in range(0, len(images), batch_size)])
 
 
 def evaluate_mnist(root: Path, weights: Path | None = None, device: str = "auto") -> Evaluation:
     """Score MNIST's test split (already 28 x 28 and centred, so only normalised)."""
     dev = pick_device(device)
     images, labels = load_mnist(root, train=False)
-    predicted = predict_tensors(load_archive(weights, dev), images, dev)
+    confidence, predicted = probabilities(load_archive(weights, dev), images, dev).max(dim=1)
     confusion = torch.bincount(labels * 10 + predicted, minlength=100).view(10, 10)
-    return Evaluation("MNIST test split", confusion)
+    return Evaluation("MNIST test split", confusion, confidence=confidence, correct=predicted == labels)
 
 
-def evaluate_folder(folder: Path, weights: Path | None = None, device: str = "auto", batch_size: int = 256,
-                    workers: int | None = None) -> Evaluation:
-    """Score a folder with subfolders 0..9 through the same pipeline as `digitscan run`."""
-    truth = dict(labelled_files(folder))
+def evaluate_labelled(source: Path, weights: Path | None = None, device: str = "auto", batch_size: int = RUN_BATCH,
+                      workers: int | None = None) -> Evaluation:
+    """Score labelled scans (a folder of subfolders 0..9, or a CSV) through the same pipeline as `digitscan run`."""
+    truth = dict(labelled_files(source))
     scorer = Scorer(weights, device, batch_size, workers)
     confusion = torch.zeros(10, 10, dtype=torch.int64)
     unread = 0
+    confidence, correct = [], []
     for batch in scorer.score(list(truth)):
         for result in batch:
-            if result.digit is None:
+            if result.digit is None or result.confidence is None:
                 unread += 1
             else:
                 confusion[truth[result.path], result.digit] += 1
-    return Evaluation(str(folder), confusion, unread)
+                confidence.append(result.confidence)
+                correct.append(result.digit == truth[result.path])
+    return Evaluation(str(source), confusion, unread, torch.tensor(confidence), torch.tensor(correct, dtype=torch.bool))

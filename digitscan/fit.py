@@ -18,10 +18,12 @@ from tqdm import tqdm
 
 from .atomic import replacing
 from .augment import augment, normalise
+from .calibration import calibration_error, fit_temperature, render, scores_of
+from .defaults import CALIBRATION_RENDERS, FIT_BATCH, FIT_EPOCHS, FIT_LR
 from .devices import describe
 from .distributed import Ranks, setup, teardown
 from .errors import DigitscanError
-from .evaluate import predict_tensors
+from .evaluate import probabilities
 from .model import DigitNet, WeightsError, default_weights, load_archive, save_archive
 from .stopping import StopRequest
 from .trainingdata import load_labelled, load_mnist
@@ -40,9 +42,9 @@ class FitConfig:
 
     data: Path
     out: Path = Path("digitscan.pt")
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 3e-3
+    epochs: int = FIT_EPOCHS
+    batch_size: int = FIT_BATCH
+    lr: float = FIT_LR
     device: str = "auto"
     seed: int = 0
     start: Path | None = None
@@ -53,6 +55,8 @@ class FitConfig:
     command: str = ""
     checkpoint: Path | None = None
     """Written after every epoch. [default: `out` with .ckpt]"""
+    calibrate: int = CALIBRATION_RENDERS
+    """Held-out renders to fit the confidence temperature on; 0 leaves it at 1."""
 
     @property
     def checkpoint_path(self) -> Path:
@@ -75,6 +79,9 @@ PATHS = ("data", "out", "start", "labeled", "checkpoint")
 RUN_ONLY = ("resume", "device")
 """Settings of one sitting, not of the job: a resumed fit may run elsewhere."""
 
+RECORDED = {"data", "out", "epochs", "batch_size", "lr", "seed", "labeled", "command"}
+"""What every checkpoint's record holds (settings added since take their defaults when absent)."""
+
 
 class ResumeConflict(DigitscanError):
     """Flags given with --resume that would change the job it continues."""
@@ -87,8 +94,7 @@ def resumed_config(checkpoint: Path, given: dict[str, Any], device: str) -> FitC
     from the job's own is refused, naming them all.
     """
     saved = _load_checkpoint(checkpoint)["config"]
-    missing = {f.name for f in fields(FitConfig)} - set(RUN_ONLY) - saved.keys()
-    if missing:
+    if not RECORDED <= saved.keys():
         raise WeightsError(f"{checkpoint}: checkpoint does not record its settings (written by an older "
                            "digitscan); start a new fit")
     cfg = FitConfig.from_record(saved)
@@ -160,6 +166,7 @@ def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: tor
         source = cfg.start or default_weights()
         _load_weights(net, load_archive(source, freeze=False).state_dict(), source)
         log(f"fine-tuning from {source}")
+    net.get_buffer("temperature").fill_(1.0)  # trained raw; calibrated again at the end
     model = DistributedDataParallel(net) if ranks.world > 1 else net
     shard = len(data.train_y) // ranks.world  # equal shards: every rank takes the same number of steps
     steps = math.ceil(shard / cfg.batch_size)
@@ -208,7 +215,9 @@ def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: tor
 
     if not ranks.main:
         return FitResult(None, history, cfg.checkpoint_path, interrupted=False, main=False)
-    card = save_archive(net, cfg.out, _card(cfg, net, history, device, ranks, shard * ranks.world, started))
+    calibration = _calibrate(net, data, cfg, device, log)
+    card = save_archive(net, cfg.out, _card(cfg, net, history, device, ranks, shard * ranks.world, started)
+                        | {"calibration": calibration})
     return FitResult(card, history, cfg.checkpoint_path, interrupted=False)
 
 
@@ -261,6 +270,28 @@ def _train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return done
 
 
+def _calibrate(net: DigitNet, data: _Data, cfg: FitConfig, device: torch.device,
+               log: Callable[[str], None]) -> dict[str, Any] | None:
+    """Fit the temperature on the holdout digits rendered as scans (calibration.py); None when asked not to."""
+    if not cfg.calibrate:
+        return None
+    net.get_buffer("temperature").fill_(1.0)
+    scans, labels = render(data.val_x, data.val_y, cfg.calibrate, seed=cfg.seed)
+    scores, labels = scores_of(net, scans, labels, device)
+    temperature = fit_temperature(scores, labels)
+    errors = [calibration_error(*_confidence(scores / t, labels)) for t in (1.0, temperature)]
+    net.get_buffer("temperature").fill_(temperature)
+    log(f"calibrated on {len(labels):,} held-out renders: temperature {temperature:.3f}, "
+        f"calibration error {errors[0]:.4f} -> {errors[1]:.4f}")
+    return {"renders": len(labels), "temperature": round(temperature, 4),
+            "error_before": round(errors[0], 5), "error_after": round(errors[1], 5)}
+
+
+def _confidence(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    confidence, predicted = torch.softmax(scores, dim=1).max(dim=1)
+    return confidence, predicted == labels
+
+
 def _card(cfg: FitConfig, net: torch.nn.Module, history: list[dict[str, float]], device: torch.device,
           ranks: Ranks, images: int, started: float) -> dict[str, Any]:
     """What the archive's JSON card says of how it was made."""
@@ -283,7 +314,7 @@ def _card(cfg: FitConfig, net: torch.nn.Module, history: list[dict[str, float]],
 
 def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> float:
     """Share of uint8 MNIST-format images that the model labels correctly."""
-    return float((predict_tensors(model, images, device) == labels).float().mean()) if len(labels) else 0.0
+    return float((probabilities(model, images, device).argmax(1) == labels).float().mean()) if len(labels) else 0.0
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
@@ -307,10 +338,13 @@ CHECKPOINT_ENTRIES: dict[str, type | tuple[type, ...]] = {
 
 
 def _load_weights(net: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path | None) -> None:
+    """Load weights into DigitNet; an archive from before calibration has no temperature, which is fine."""
     try:
-        net.load_state_dict(weights)
+        missing, unexpected = net.load_state_dict(weights, strict=False)
     except RuntimeError:
-        raise WeightsError(f"{source}: weights do not fit DigitNet (train a new model with --scratch)") from None
+        missing, unexpected = ["(shapes differ)"], []
+    if unexpected or set(missing) - {"temperature"}:
+        raise WeightsError(f"{source}: weights do not fit DigitNet (train a new model with --scratch)")
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -22,7 +22,8 @@ WEIGHTS_NAME = "digitscan.pt"
 class DigitNet(nn.Module):
     """A small CNN: conv blocks of 16, 32, 64 and 64 channels, then a 128-unit head; ~136k parameters.
 
-    Input: N x 1 x 28 x 28, normalised as in preprocess.py. Output: N x 10 scores.
+    Input: N x 1 x 28 x 28, normalised as in preprocess.py. Output: N x 10 scores, divided by the
+    `temperature` that `fit` calibrates (calibration.py), so that their softmax is an honest confidence.
     """
 
     def __init__(self) -> None:
@@ -36,9 +37,10 @@ class DigitNet(nn.Module):
                                       *block(64, 64, 3))
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(64 * 3 * 3, 128), nn.ReLU(inplace=True),
                                         nn.Dropout(0.3), nn.Linear(128, 10))
+        self.register_buffer("temperature", torch.ones(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        return self.classifier(self.features(x)) / self.temperature
 
 
 class WeightsError(DigitscanError):

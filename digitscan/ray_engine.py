@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .dataset import OK, ScanDataset
+from .defaults import RUN_BATCH
 from .errors import DigitscanError
 from .model import WeightsError, default_weights, load_archive
 from .preprocess import FRAME, Invert
@@ -68,7 +69,7 @@ class _Model:
 class RayScorer:
     """Scores sources on a Ray cluster (a local one without `address`); same interface as Scorer."""
 
-    def __init__(self, weights: str | Path | None = None, batch_size: int = 256, invert: Invert = "auto",
+    def __init__(self, weights: str | Path | None = None, batch_size: int = RUN_BATCH, invert: Invert = "auto",
                  address: str | None = None, actors: int = 1, gpus_per_actor: float = 0.0) -> None:
         try:
             import ray

@@ -10,6 +10,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     import torch
 
+    from .calibration import Bin
     from .scorer import Result
 
 
@@ -81,3 +82,17 @@ def confusion_table(confusion: torch.Tensor, title: str) -> Table:
         total = int(row.sum())
         table.add_row(str(t), *cells, f"{int(row[t]) / total:.3f}" if total else "-")
     return table
+
+
+def reliability_table(bins: list[Bin], error: float) -> Table:
+    """Per confidence bin: how many readings, how sure the model was, how often it was right."""
+    table = Table(title=f"calibration: expected calibration error {error:.4f}")
+    for name in ("confidence", "readings", "mean confidence", "accuracy", "gap"):
+        table.add_column(name, justify="right")
+    for b in bins:
+        gap = b.accuracy - b.confidence
+        colour = "green" if abs(gap) < 0.02 else "yellow" if abs(gap) < 0.05 else "red"
+        table.add_row(f"{b.low:.2f}-{b.high:.2f}", f"{b.count:,}", f"{b.confidence:.4f}" if b.count else "·",
+                      f"{b.accuracy:.4f}" if b.count else "·", f"[{colour}]{gap:+.4f}[/]" if b.count else "·")
+    return table
+

@@ -11,13 +11,23 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from .defaults import RUN_BATCH
+from .frames import save_frame
 from .inputs import InputError, iter_paths
 from .model import default_weights, sha256
 from .preprocess import Invert
 from .report import Tally
 from .scorer import Scorer
 from .stopping import StopRequest
-from .writers import Writer, already_scored, check_not_an_input, check_resume_settings, columns, save_settings
+from .writers import (
+    OutputError,
+    Writer,
+    already_scored,
+    check_not_an_input,
+    check_resume_settings,
+    columns,
+    save_settings,
+)
 
 if TYPE_CHECKING:
     from .ray_engine import RayScorer
@@ -28,7 +38,7 @@ class RunOptions:
     out: str = "-"
     fmt: str = "csv"
     recursive: bool = False
-    batch_size: int = 256
+    batch_size: int = RUN_BATCH
     workers: int | None = None
     device: str = "auto"
     weights: Path | None = None
@@ -40,6 +50,8 @@ class RunOptions:
     address: str | None = None
     actors: int = 1
     gpus_per_actor: float = 0.0
+    frames: Path | None = None
+    """Keep each 28 x 28 frame the model saw in this folder, for `review`."""
 
 
 @dataclass
@@ -56,14 +68,26 @@ def make_scorer(opts: RunOptions) -> Scorer | RayScorer:
     if opts.engine == "ray":
         from .ray_engine import RayScorer
 
+        if opts.frames is not None:
+            raise OutputError("--frames works with the local engine only")
         return RayScorer(opts.weights, opts.batch_size, opts.invert, opts.address, opts.actors, opts.gpus_per_actor)
-    return Scorer(opts.weights, opts.device, opts.batch_size, opts.workers, opts.invert)
+    return Scorer(opts.weights, opts.device, opts.batch_size, opts.workers, opts.invert,
+                  keep_frames=opts.frames is not None)
+
+
+def make_frames_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot keep frames there ({exc.strerror or exc})") from None
 
 
 def run(inputs: list[str], opts: RunOptions, on_batch: Callable[[int], None] | None = None) -> RunOutcome:
     """Score every image under `inputs` and write the results; rows already computed are always kept."""
     started = time.perf_counter()
     scorer = make_scorer(opts)
+    if opts.frames is not None:
+        make_frames_folder(opts.frames)
     paths = list(iter_paths(inputs, opts.recursive))
     if not paths:
         raise InputError("no images found in " + ", ".join(inputs))
@@ -85,6 +109,10 @@ def run(inputs: list[str], opts: RunOptions, on_batch: Callable[[int], None] | N
             with stop.installed():
                 for batch in scorer.score(paths, skip):
                     writer.write(batch)
+                    if opts.frames is not None:
+                        for result in batch:
+                            if result.frame is not None:
+                                save_frame(opts.frames, result.path, result.frame)
                     outcome.tally.add(batch)
                     progress.update(len(batch))
                     if on_batch is not None:

@@ -9,12 +9,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from .dataset import ERROR, OK, Batch, ScanDataset, make_loader
+from .defaults import RUN_BATCH
 from .devices import describe, pick_device
+from .frames import to_uint8
 from .model import WeightsError, default_weights, load_archive
 from .preprocess import Invert
 
@@ -33,6 +36,8 @@ class Result:
     status: str
     error: str = ""
     probs: list[float] | None = field(default=None, repr=False)
+    frame: np.ndarray | None = field(default=None, repr=False)
+    """The 28 x 28 frame the model saw (8-bit, ink white), when the Scorer keeps frames."""
 
 
 def default_workers() -> int:
@@ -43,14 +48,15 @@ def default_workers() -> int:
 class Scorer:
     """A loaded model on a device; `score` turns sources (paths or PIL images) into Results."""
 
-    def __init__(self, weights: str | Path | None = None, device: str = "auto", batch_size: int = 256,
-                 workers: int | None = None, invert: Invert = "auto") -> None:
+    def __init__(self, weights: str | Path | None = None, device: str = "auto", batch_size: int = RUN_BATCH,
+                 workers: int | None = None, invert: Invert = "auto", keep_frames: bool = False) -> None:
         self.device = pick_device(device)
         self.weights = default_weights() if weights is None else Path(weights)
         self.model = load_archive(self.weights, self.device)
         self.batch_size = batch_size
         self.workers = default_workers() if workers is None else workers
         self.invert = invert
+        self.keep_frames = keep_frames
         self.description = f"{describe(self.device)}, {self.workers} loader worker(s)"
 
     def score(self, sources: Sequence[str | Image.Image], skip: Iterable[int] = ()) -> Iterator[list[Result]]:
@@ -121,8 +127,8 @@ class Scorer:
             name = _name(sources[item.index], item.index)
             if item.status == OK and probs is not None:
                 n = row[pos]
-                results.append(Result(name, int(digit[n]), float(conf[n]), item.inverted, OK,
-                                      probs=probs[n].tolist()))
+                results.append(Result(name, int(digit[n]), float(conf[n]), item.inverted, OK, probs=probs[n].tolist(),
+                                      frame=to_uint8(batch.pixels[n]) if self.keep_frames else None))
             else:
                 results.append(Result(name, None, None, item.inverted, item.status, item.error))
         return results
@@ -166,7 +172,7 @@ def _name(source: str | Image.Image, index: int) -> str:
 
 
 def predict(sources: Sequence[str | Path | Image.Image], weights: str | Path | None = None,
-            device: str = "auto", batch_size: int = 256, workers: int = 0,
+            device: str = "auto", batch_size: int = RUN_BATCH, workers: int = 0,
             invert: Invert = "auto") -> list[Result]:
     """Score paths or PIL images with the shipped (or given) weights; one Result per source, in order.
 

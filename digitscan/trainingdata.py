@@ -1,8 +1,9 @@
-"""Training data for `fit` and `eval`: MNIST as whole tensors, and the user's labelled folders."""
+"""Training data for `fit` and `eval`: MNIST as whole tensors, and the user's labelled scans (a folder or a CSV)."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,12 @@ from .preprocess import MEAN, STD
 
 class DataUnavailable(DigitscanError):
     """Training data that is missing and cannot be downloaded or read."""
+
+
+DIGIT_NAMES = tuple(str(d) for d in range(10))
+LABEL_COLUMNS = ("label", "digit")
+NOT_A_DIGIT = "none"
+"""The label `review` gives an image that holds no digit."""
 
 
 def default_data_root() -> Path:
@@ -38,30 +45,64 @@ def load_mnist(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return ds.data, ds.targets
 
 
-def labelled_files(folder: Path) -> list[tuple[str, int]]:
-    """(path, digit) for each image in subfolders named 0..9 (the torchvision ImageFolder layout)."""
+def labelled_files(source: Path) -> list[tuple[str, int]]:
+    """(path, digit) for each labelled image: a folder with subfolders named 0..9 (any of them), or a
+    CSV file with the columns path and label (or digit), such as the corrections.csv that `review` writes."""
+    return _labels_from_csv(source) if source.is_file() else _labels_from_folder(source)
+
+
+def _labels_from_folder(folder: Path) -> list[tuple[str, int]]:
+    """The torchvision ImageFolder layout: folder/7/scan.png is a 7."""
     from torchvision.datasets import ImageFolder
 
     from .inputs import EXTENSIONS
 
     try:
-        listing = ImageFolder(str(folder), loader=str, is_valid_file=lambda p: Path(p).suffix.lower() in EXTENSIONS)
+        listing = ImageFolder(str(folder), loader=str, is_valid_file=lambda p: Path(p).suffix.lower() in EXTENSIONS,
+                              allow_empty=True)
     except (FileNotFoundError, OSError) as exc:
         raise DataUnavailable(f"{folder}: no labelled images ({exc})") from None
-    wrong = [c for c in listing.classes if c not in {str(d) for d in range(10)}]
+    wrong = [c for c in listing.classes if c not in DIGIT_NAMES]
     if wrong:
         raise DataUnavailable(f"{folder}: subfolders must be named 0 to 9, found {', '.join(wrong[:5])}")
+    if not listing.samples:
+        raise DataUnavailable(f"{folder}: no images in its subfolders 0 to 9")
     return [(path, int(listing.classes[index])) for path, index in listing.samples]
 
 
-def load_labelled(folder: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def _labels_from_csv(path: Path) -> list[tuple[str, int]]:
+    """Rows of path,label; a path is relative to the CSV's folder unless absolute. A label of
+    `NOT_A_DIGIT` (or an empty one) marks an image that holds no digit: it is left out."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            reader = csv.DictReader(f)
+            label = next((name for name in LABEL_COLUMNS if name in (reader.fieldnames or [])), None)
+            if "path" not in (reader.fieldnames or []) or label is None:
+                raise DataUnavailable(f"{path}: a labels CSV needs the columns path and label")
+            rows = [(reader.line_num, row["path"], (row[label] or "").strip()) for row in reader]
+    except (OSError, UnicodeError, csv.Error) as exc:
+        raise DataUnavailable(f"{path}: cannot read labels ({exc})") from None
+    pairs = []
+    for line, name, value in rows:
+        if value in ("", NOT_A_DIGIT):
+            continue
+        if value not in DIGIT_NAMES or not name:
+            raise DataUnavailable(f"{path}, line {line}: label must be 0 to 9 or {NOT_A_DIGIT}, not {value!r}"
+                                  if name else f"{path}, line {line}: no path")
+        pairs.append((str(path.parent / name) if not Path(name).is_absolute() else name, int(value)))
+    if not pairs:
+        raise DataUnavailable(f"{path}: no rows labelled 0 to 9")
+    return pairs
+
+
+def load_labelled(source: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Labelled scans (see `labelled_files`), preprocessed exactly as `run` does.
 
     Returns (uint8 images N x 28 x 28, labels N, messages for the files that were skipped).
     """
     from .dataset import ScanDataset
 
-    files = labelled_files(folder)
+    files = labelled_files(source)
     dataset = ScanDataset([path for path, _ in files])
     images, labels, skipped = [], [], []
     for i, (path, digit) in enumerate(files):
@@ -73,5 +114,5 @@ def load_labelled(folder: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         images.append((pixels * 255).round().clamp(0, 255).to(torch.uint8))
         labels.append(digit)
     if not images:
-        raise DataUnavailable(f"{folder}: no readable labelled images")
+        raise DataUnavailable(f"{source}: no readable labelled images")
     return torch.stack(images), torch.tensor(labels, dtype=torch.int64), skipped

@@ -275,3 +275,36 @@ def _ensure_newline(path: Path) -> None:
     if data and not data.endswith(b"\n"):
         with open(path, "ab") as f:
             f.write(b"\n")
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a results file that `run` wrote (CSV, JSON or JSONL, by its extension), as the
+    records `record` makes: numbers as numbers, empty cells as None."""
+    fmt = pick_format(str(path), None)
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            if fmt == "csv":
+                rows: list[Any] = [_typed(row) for row in csv.DictReader(f)]
+            elif fmt == "json":
+                rows = json.load(f)
+            else:
+                rows = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError, csv.Error) as exc:
+        raise OutputError(f"{path}: cannot read results ({exc})") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "path" in r and "status" in r for r in rows):
+        raise OutputError(f"{path}: not a digitscan results file (rows need path and status)")
+    return rows
+
+
+def _typed(row: dict[str, str]) -> dict[str, Any]:
+    """A CSV row with the types its JSON twin has."""
+    rec: dict[str, Any] = {key: value if value != "" else None for key, value in row.items()}
+    for key in ("confidence", *PROB_COLUMNS):
+        if rec.get(key) is not None:
+            rec[key] = float(rec[key])
+    if rec.get("digit") is not None:
+        rec["digit"] = int(rec["digit"])
+    if rec.get("inverted") is not None:
+        rec["inverted"] = rec["inverted"] == "true"
+    return rec
+

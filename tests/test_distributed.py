@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 
@@ -16,7 +17,7 @@ def test_torchrun_two_cpu_processes_write_one_loadable_archive(mnist_root, tmp_p
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "digitscan", "fit", "--scratch", "--device", "cpu", "--limit", "1024", "--epochs", "1",
-         "--batch-size", "64", "--data", str(mnist_root), "--out", str(out)],
+         "--calibrate", "200", "--batch-size", "64", "--data", str(mnist_root), "--out", str(out)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     card = json.loads(out.with_suffix(".json").read_text())
@@ -24,4 +25,5 @@ def test_torchrun_two_cpu_processes_write_one_loadable_archive(mnist_root, tmp_p
     assert done.stderr.count("epoch 1:") == 1  # one rank logs
     model = torch.jit.load(str(out))
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert float(model.temperature) == pytest.approx(card["calibration"]["temperature"], abs=1e-4)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp.ckpt", "ddp.json", "ddp.pt"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -38,12 +39,17 @@ def labelled(tmp_path_factory, mnist_root) -> Path:
 def test_short_fit_writes_an_archive_that_run_accepts(runner, mnist_root, tmp_path):
     out = tmp_path / "w.pt"
     result = runner.invoke(main, ["fit", "--scratch", "--limit", "3000", "--epochs", "1", "--data", str(mnist_root),
-                                  "--out", str(out), "--seed", "3"])
+                                  "--out", str(out), "--seed", "3", "--calibrate", "300"])
     assert result.exit_code == 0, result.output
     card = json.loads(out.with_suffix(".json").read_text())
-    command = f"digitscan fit --scratch --limit 3000 --epochs 1 --data {mnist_root} --out {out} --seed 3"
+    command = (f"digitscan fit --scratch --limit 3000 --epochs 1 --data {mnist_root} --out {out} --seed 3 "
+               "--calibrate 300")
     assert card["command"] == command
     assert card["train_images"] == 3000 and 0.5 < card["mnist_test_accuracy"] <= 1.0
+    calibration = card["calibration"]
+    assert 250 < calibration["renders"] <= 300 and calibration["error_after"] <= calibration["error_before"]
+    assert float(torch.jit.load(str(out)).temperature) == pytest.approx(calibration["temperature"], abs=1e-4)
+    assert "calibrated on" in result.stderr
     assert "MNIST test acc" in result.stderr and result.stdout == ""
     scored = runner.invoke(main, ["run", str(Path(__file__).parent.parent / "examples" / "scans"), "-q",
                                   "--weights", str(out)])
@@ -53,7 +59,7 @@ def test_short_fit_writes_an_archive_that_run_accepts(runner, mnist_root, tmp_pa
 def test_interrupted_fit_resumes_to_the_same_weights(mnist_root, tmp_path):
     def config(name: str, **extra) -> FitConfig:
         return FitConfig(data=mnist_root, out=tmp_path / f"{name}.pt", epochs=2, batch_size=128, limit=640,
-                         scratch=True, seed=7, **extra)
+                         scratch=True, seed=7, calibrate=0, **extra)
 
     straight = fit(config("straight"), log=lambda _: None)
 
@@ -100,7 +106,8 @@ def test_labelled_folder_goes_through_the_run_preprocessing(labelled):
 
 
 def test_fit_with_labelled_scans(runner, mnist_root, labelled, tmp_path):
-    result = runner.invoke(main, ["fit", "--scratch", "--limit", "500", "--epochs", "1", "--data", str(mnist_root),
+    result = runner.invoke(main, ["fit", "--scratch", "--limit", "500", "--epochs", "1", "--calibrate", "0",
+                                  "--data", str(mnist_root),
                                   "--labeled", str(labelled), "--out", str(tmp_path / "w.pt")])
     assert result.exit_code == 0, result.output
     assert "added 30 labelled scans" in result.stderr and "broken.png" in result.stderr
@@ -108,8 +115,9 @@ def test_fit_with_labelled_scans(runner, mnist_root, labelled, tmp_path):
 
 
 def test_a_few_labelled_scans_are_repeated_to_a_tenth_of_the_epoch(runner, mnist_root, labelled, tmp_path):
-    result = runner.invoke(main, ["fit", "--scratch", "--limit", "3000", "--epochs", "1", "--data", str(mnist_root),
-                                  "--labeled", str(labelled), "--out", str(tmp_path / "w.pt")])
+    result = runner.invoke(main, ["fit", "--scratch", "--limit", "3000", "--epochs", "1", "--calibrate", "0",
+                                  "--data", str(mnist_root), "--labeled", str(labelled),
+                                  "--out", str(tmp_path / "w.pt")])
     assert result.exit_code == 0, result.output
     assert "added 30 labelled scans" in result.stderr and "each 10 times" in result.stderr
     assert json.loads((tmp_path / "w.json").read_text())["train_images"] == 3000 + 300
@@ -121,6 +129,54 @@ def test_eval_on_a_labelled_folder_prints_accuracy_and_confusion(runner, labelle
     assert "true \\ predicted" in result.stdout
     line = [ln for ln in result.stdout.splitlines() if ln.startswith("accuracy")][0]
     assert float(line.split()[1]) >= 0.9 and "31 images" in line and "1 blank or unreadable" in line
+
+
+@pytest.fixture()
+def corrections(labelled, tmp_path) -> Path:
+    """A corrections.csv as review writes it: absolute paths, a 'none' row; and a relative path, a blank label."""
+    files = sorted(p for p in labelled.rglob("*.png") if p.name != "broken.png")
+    shutil.copy(files[0], tmp_path / "here.png")
+    lines = ["path,label", *(f"{p},{p.parent.name}" for p in files[1:]), f"{files[0]},none", "here.png,"
+             + files[0].parent.name, f"{files[1]},"]
+    (tmp_path / "corrections.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "corrections.csv"
+
+
+def test_a_corrections_csv_is_labelled_scans_with_paths_beside_it(corrections, labelled):
+    images, labels, skipped = load_labelled(corrections)
+    folder_images, folder_labels, _ = load_labelled(labelled)
+    assert not skipped and images.shape == (30, 28, 28)  # 28 absolute + here.png; 'none' and '' are left out
+    assert sorted(labels.tolist()) == sorted(folder_labels.tolist())
+
+
+def test_a_folder_with_some_of_the_digits_is_enough(labelled, tmp_path):
+    for digit in ("3", "7"):
+        shutil.copytree(labelled / digit, tmp_path / digit)
+    images, labels, skipped = load_labelled(tmp_path)
+    assert sorted(set(labels.tolist())) == [3, 7] and len(images) == 6 and len(skipped) == 1
+
+
+def test_fit_and_eval_take_a_corrections_csv(runner, mnist_root, corrections, tmp_path):
+    result = runner.invoke(main, ["fit", "--scratch", "--limit", "500", "--epochs", "1", "--calibrate", "0",
+                                  "--data", str(mnist_root),
+                                  "--labeled", str(corrections), "--out", str(tmp_path / "w.pt")])
+    assert result.exit_code == 0, result.output
+    assert f"added 30 labelled scans from {corrections}" in result.stderr
+    result = runner.invoke(main, ["eval", "--labeled", str(corrections)])
+    assert result.exit_code == 0, result.output
+    assert "30 images" in [ln for ln in result.stdout.splitlines() if ln.startswith("accuracy")][0]
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("path,label\na.png,12\n", "line 2: label must be 0 to 9 or none, not '12'"),
+    ("file,digit\na.png,1\n", "a labels CSV needs the columns path and label"),
+    ("path,label\na.png,none\n", "no rows labelled 0 to 9"),
+])
+def test_a_bad_labels_csv_is_one_line_naming_it(runner, tmp_path, content, problem):
+    (tmp_path / "labels.csv").write_text(content)
+    result = runner.invoke(main, ["eval", "--labeled", str(tmp_path / "labels.csv")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"digitscan: {tmp_path / 'labels.csv'}: {problem}".replace(": line", ", line")
 
 
 def test_eval_on_mnist_test_matches_the_card(runner, mnist_root):
@@ -170,7 +226,7 @@ def test_fit_interrupted_then_resumed_from_another_folder_finishes_the_same_job(
     elsewhere.mkdir()
     monkeypatch.chdir(work)
     job = ["--scratch", "--labeled", str(labelled), "--data", str(mnist_root), "--epochs", "2", "--limit", "640",
-           "--seed", "7"]
+           "--seed", "7", "--calibrate", "0"]
     assert runner.invoke(main, ["fit", *job, "--out", "straight.pt"]).exit_code == 0
 
     calls = []
@@ -198,7 +254,8 @@ def test_fit_interrupted_then_resumed_from_another_folder_finishes_the_same_job(
 
 def test_flags_that_would_change_a_resumed_fit_are_refused(runner, mnist_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    job = ["fit", "--scratch", "--data", str(mnist_root), "--epochs", "1", "--limit", "256", "--out", "a.pt"]
+    job = ["fit", "--scratch", "--data", str(mnist_root), "--epochs", "1", "--limit", "256", "--calibrate", "0",
+           "--out", "a.pt"]
     assert runner.invoke(main, job).exit_code == 0
     refused = runner.invoke(main, ["fit", "--resume", "a.ckpt", "--epochs", "3", "--out", "b.pt", "--from", "a.pt"])
     assert refused.exit_code == 2
@@ -212,7 +269,7 @@ def test_flags_that_would_change_a_resumed_fit_are_refused(runner, mnist_root, t
 def test_a_malformed_checkpoint_is_one_line_not_a_traceback(runner, mnist_root, tmp_path, monkeypatch, damage):
     monkeypatch.chdir(tmp_path)
     assert runner.invoke(main, ["fit", "--scratch", "--data", str(mnist_root), "--epochs", "1", "--limit", "128",
-                                "--out", "a.pt"]).exit_code == 0
+                                "--calibrate", "0", "--out", "a.pt"]).exit_code == 0
     state = torch.load("a.ckpt", weights_only=True)
     damage(state)
     torch.save(state, "a.ckpt")

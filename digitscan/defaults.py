@@ -1,0 +1,10 @@
+"""Defaults that the command line shows and the library uses: one definition each, importing nothing heavy."""
+
+RUN_BATCH = 256
+"""Images scored per batch by `run`."""
+FIT_EPOCHS = 5
+FIT_BATCH = 128
+FIT_LR = 3e-3
+"""Peak learning rate of fit's one-cycle schedule."""
+CALIBRATION_RENDERS = 2000
+"""Held-out digits rendered as scans to fit the confidence temperature on (`fit --calibrate`)."""
