@@ -12,6 +12,8 @@ Sources:
 - semeion: the Semeion digits (about 80 writers), dark ink on white scaled 4 times, 1-bit BMP.
 - continental: MNIST holdout digits (never trained on) written the European way where a digit has
   such a form (flagged 1, crossed 7) and scanned from paper, as one office's forms would be.
+- tight: MNIST holdout digits in cells cropped so tightly that the ink touches the borders (the
+  synth style tight_crop), as one scanner's cutting would make them.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from semeion import bitmap_x4, load_semeion
 
 from digitscan.evaluate import evaluate_labelled
 from digitscan.fit import HOLDOUT, FitConfig, fit
-from digitscan.synth import SHAPES, clean_scan
+from digitscan.synth import SHAPES, Style, clean_scan, tight_crop
 from digitscan.trainingdata import load_mnist
 
 
@@ -39,13 +41,22 @@ def semeion_source(root: Path) -> Iterator[tuple[Image.Image, int]]:
         yield bitmap_x4(b), int(label)
 
 
-def continental_source(mnist: Path, count: int = 2000, seed: int = 3) -> Iterator[tuple[Image.Image, int]]:
+def rendered_source(mnist: Path, styles: dict[int, Style], other: Style, count: int = 2000,
+                    seed: int = 3) -> Iterator[tuple[Image.Image, int]]:
+    """MNIST holdout digits, each rendered in `styles[digit]`, else in `other`."""
     images, labels = load_mnist(mnist, train=True)
     rng = np.random.default_rng(seed)
-    shapes = {digit: style for digit, style in SHAPES.values()}
     for k in rng.permutation(HOLDOUT)[:count]:
         digit = int(labels[-HOLDOUT + k])
-        yield shapes.get(digit, clean_scan)(images[-HOLDOUT + k].numpy(), rng), digit
+        yield styles.get(digit, other)(images[-HOLDOUT + k].numpy(), rng), digit
+
+
+def source(name: str, args: argparse.Namespace) -> Iterator[tuple[Image.Image, int]]:
+    if name == "semeion":
+        return semeion_source(args.semeion)
+    if name == "continental":
+        return rendered_source(args.mnist, {digit: style for digit, style in SHAPES.values()}, clean_scan)
+    return rendered_source(args.mnist, {}, tight_crop)
 
 
 def write_source(items: Iterator[tuple[Image.Image, int]], folder: Path, per_digit: int,
@@ -78,7 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mnist", type=Path, default=Path("../shared/mnist"))
     parser.add_argument("--semeion", type=Path, default=Path("../shared/semeion"))
-    parser.add_argument("--sources", default="semeion,continental")
+    parser.add_argument("--sources", default="semeion,continental,tight")
     parser.add_argument("--per-digit", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=FitConfig.epochs)
     parser.add_argument("--lr", type=float, default=FitConfig.lr)
@@ -87,7 +98,7 @@ def main() -> None:
 
     print(f"{'source':12s} {'rest':>5s} {'before':>7s} {'after':>7s} {'holdout':>7s} {'MNIST test':>10s} {'fit s':>6s}")
     for name in args.sources.split(","):
-        items = semeion_source(args.semeion) if name == "semeion" else continental_source(args.mnist)
+        items = source(name, args)
         with tempfile.TemporaryDirectory() as tmp:
             corrections, rest = write_source(items, Path(tmp), args.per_digit, args.seed)
             before = evaluate_labelled(rest, workers=2)

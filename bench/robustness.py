@@ -5,7 +5,8 @@
 
 Each scan is written to disk in its style's format (JPEG photos, BMP bitmaps, else PNG) and read
 back through `digitscan.predict`, decoding included. Prints, per style, digitscan's accuracy and that
-of the seeds' preprocessing (plain 28 x 28 resize, no inversion) with the same weights.
+of the seeds' preprocessing (plain 28 x 28 resize, no inversion) with the same weights, and the
+expected calibration error of digitscan's confidence (calibration.py), per style and over all.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from digitscan.calibration import calibration_error, reliability
 from digitscan.fit import HOLDOUT
 from digitscan.model import load_archive
 from digitscan.preprocess import MEAN, STD
@@ -62,7 +64,9 @@ def main() -> None:
         images, labels = images[-HOLDOUT:], labels[-HOLDOUT:]
     model = load_archive(args.weights)
     rng = np.random.default_rng(args.seed)
-    print(f"{'style':14s} {'n':>5s} {'digitscan':>10s} {'seed prep':>10s} {'blank':>6s} {'s':>6s}")
+    print(f"{'style':14s} {'n':>5s} {'digitscan':>10s} {'seed prep':>10s} {'blank':>6s} {'calib err':>10s} {'s':>6s}")
+    confidence: list[float] = []
+    correct: list[bool] = []
     for name in args.styles.split(","):
         if name in SHAPES:
             digit, style = SHAPES[name]
@@ -83,8 +87,18 @@ def main() -> None:
         with torch.inference_mode():
             seed_digits = model(torch.stack([seed_preprocess(s) for s in scans])).argmax(1).numpy()
         seeds = np.mean(seed_digits == truth)
-        print(f"{name:14s} {len(truth):5d} {ours:10.4f} {seeds:10.4f} {blank:6d} {seconds:6.1f}",
+        read = [(r.confidence, r.digit == t) for r, t in zip(results, truth, strict=True) if r.confidence is not None]
+        confidence += [c for c, _ in read]
+        correct += [ok for _, ok in read]
+        error = calibration_error(torch.tensor([c for c, _ in read]), torch.tensor([ok for _, ok in read]))
+        print(f"{name:14s} {len(truth):5d} {ours:10.4f} {seeds:10.4f} {blank:6d} {error:10.4f} {seconds:6.1f}",
               flush=True)
+    confidences, right = torch.tensor(confidence), torch.tensor(correct)
+    print(f"{'all styles':14s} {len(correct):5d} {np.mean(correct):10.4f} {'':10s} {'':6s} "
+          f"{calibration_error(confidences, right):10.4f}")
+    print("\nall styles by confidence:  band       readings  mean confidence  accuracy")
+    for b in reliability(confidences, right):
+        print(f"{'':26s} {b.low:.2f}-{b.high:.2f} {b.count:9d} {b.confidence:16.4f} {b.accuracy:9.4f}")
 
 
 if __name__ == "__main__":

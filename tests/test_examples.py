@@ -62,6 +62,7 @@ def test_shipped_archive_loads_with_plain_torch_and_matches_its_card():
     model.eval()
     with torch.inference_mode():
         assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    assert float(model.temperature) == pytest.approx(card["calibration"]["temperature"], abs=1e-4)
 
 
 def test_installed_console_script_works_from_another_folder(tmp_path):
@@ -78,3 +79,11 @@ def test_installed_console_script_works_from_another_folder(tmp_path):
     assert done.returncode == 0, done.stderr
     with open(tmp_path / "results.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == len(labels())
+    done = subprocess.run([str(script), "review", "results.csv"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0 and "<script" in (tmp_path / "review.html").read_text(), done.stderr
+
+
+def test_ci_runs_the_readme_test_command_word_for_word():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    command = readme.split("This installs the test extras", 1)[1].split("```bash\n", 1)[1].split("\n```", 1)[0]
+    assert "pytest" in command and command in (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()

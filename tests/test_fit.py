@@ -111,16 +111,18 @@ def test_fit_with_labelled_scans(runner, mnist_root, labelled, tmp_path):
                                   "--labeled", str(labelled), "--out", str(tmp_path / "w.pt")])
     assert result.exit_code == 0, result.output
     assert "added 30 labelled scans" in result.stderr and "broken.png" in result.stderr
-    assert json.loads((tmp_path / "w.json").read_text())["train_images"] == 500 + 30 * 2  # repeated to ~10%
+    repeat = round(fit_module.LABELLED_SHARE * 500 / 30)
+    assert json.loads((tmp_path / "w.json").read_text())["train_images"] == 500 + 30 * repeat
 
 
-def test_a_few_labelled_scans_are_repeated_to_a_tenth_of_the_epoch(runner, mnist_root, labelled, tmp_path):
+def test_a_few_labelled_scans_are_repeated_to_their_share_of_the_epoch(runner, mnist_root, labelled, tmp_path):
     result = runner.invoke(main, ["fit", "--scratch", "--limit", "3000", "--epochs", "1", "--calibrate", "0",
                                   "--data", str(mnist_root), "--labeled", str(labelled),
                                   "--out", str(tmp_path / "w.pt")])
     assert result.exit_code == 0, result.output
-    assert "added 30 labelled scans" in result.stderr and "each 10 times" in result.stderr
-    assert json.loads((tmp_path / "w.json").read_text())["train_images"] == 3000 + 300
+    repeat = round(fit_module.LABELLED_SHARE * 3000 / 30)
+    assert "added 30 labelled scans" in result.stderr and f"each {repeat} times" in result.stderr
+    assert json.loads((tmp_path / "w.json").read_text())["train_images"] == 3000 + 30 * repeat
 
 
 def test_eval_on_a_labelled_folder_prints_accuracy_and_confusion(runner, labelled):
