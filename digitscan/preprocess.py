@@ -133,7 +133,7 @@ def _prepare_canvas(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
                     invert: Invert) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Steps 1 to 5 on one padded canvas: pixels, inverted, blank and extent per image."""
     n, height, width = x.shape
-    across, down, noise = _fit_paper_level(x, h, w)
+    across, down, noise = _fit_paper_level(x, h, w, invert)
     floor = _ink_floor(noise)
     # Distance from the paper in units of the ink floor; softshrink keeps what lies beyond it, signed.
     unit = (1.0 / floor).view(n, 1, 1)
@@ -174,14 +174,15 @@ def _inside(size: torch.Tensor, length: int) -> torch.Tensor:
     return (torch.arange(length).view(1, length) < size.view(-1, 1)).float()
 
 
-def _fit_paper_level(x: torch.Tensor, h: torch.Tensor,
-                     w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _fit_paper_level(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
+                     invert: Invert = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The paper level, a robustly fitted plane plus a radial term, as its two separable parts
     (N x 1 x W across the columns, N x H x 1 down the rows), and each image's noise level (robust sigma).
 
     The fit starts from the border ring, which in a one-digit image is nearly all paper, or from the
     whole image when that is steadier (a tight crop); when neither is steady, from the thicker of the
-    two tones. It then takes in every pixel that lies close to the fitted paper.
+    two tones (with --invert, the tone it names). It then takes in every pixel that lies close to the
+    fitted paper.
     It runs on a grid of about FIT_POINTS pixels.
     """
     n, height, width = x.shape
@@ -209,16 +210,22 @@ def _fit_paper_level(x: torch.Tensor, h: torch.Tensor,
     spread = torch.minimum(spread, whole_spread)
     deviation = (values - paper[:, None]).abs()
     keep = torch.where(steadier, inside, ring) & (deviation <= torch.clamp(2.5 * spread, min=0.02)[:, None])
-    # When ink covers about half of the crop, no level is steady: the paper is then the thicker of the two tones.
-    if bool((spread > UNSURE_SPREAD * MIN_CONTRAST).any()):  # below that contrast an image is blank anyway
+    # When ink covers about half of the crop, no level is steady: the paper is then the thicker of the two
+    # tones, or the tone that --invert names. A level that --invert says is the ink's is redone the same way.
+    if invert != "auto" or bool((spread > UNSURE_SPREAD * MIN_CONTRAST).any()):  # else too faint to matter
         low, high = _quantiles(values, inside, TONE_QUANTILES)
-        unsure = spread > UNSURE_SPREAD * (high - low)
-        light = values > ((low + high) / 2)[:, None]
+        mid = (low + high) / 2
+        retone = spread > UNSURE_SPREAD * (high - low)
+        light = values > mid[:, None]
         grid = (n, iy.shape[1], ix.shape[2])
-        light_is_paper = _depth(light, inside, grid) > _depth(~light, inside, grid)
+        if invert == "auto":
+            light_is_paper = _depth(light, inside, grid) > _depth(~light, inside, grid)
+        else:
+            light_is_paper = torch.full((n,), invert == "yes")
+            retone |= (paper > mid) != light_is_paper
         tone = inside & (light == light_is_paper[:, None])
-        keep = torch.where(unsure[:, None], tone, keep)
-        paper = torch.where(unsure, _median(values, tone), paper)
+        keep = torch.where(retone[:, None], tone, keep)
+        paper = torch.where(retone, _median(values, tone), paper)
     coef = torch.zeros(n, 4)
     coef[:, 0] = paper
     noise = torch.zeros(n)

@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 from conftest import draw_digit, grey
-from PIL import Image, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 from digitscan.decode import load_grey
 from digitscan.preprocess import MEAN, STD, prepare
@@ -193,6 +193,18 @@ def test_tight_crop_touching_every_border_keeps_its_polarity(shape):
     a = np.asarray(tight)
     assert all(edge.min() < 100 for edge in (a[0], a[-1], a[:, 0], a[:, -1]))  # ink on every edge
     got = prepare(grey(tight))
+    assert got.inverted is True and got.pixels is not None
+    assert _overlap(got.pixels * STD + MEAN, pixels01(ImageOps.expand(tight, 16, fill=235))) > 0.85
+
+
+@pytest.mark.parametrize("shape, pen", [("zero", 9), ("seven", 15)])
+def test_invert_yes_reads_a_tight_crop_that_is_mostly_ink(shape, pen):
+    """Heavy strokes cut tightly: the ink is most of the image, so it is the steadier level. --invert yes
+    says which tone is the paper; the frame must then hold the digit, not come back blank."""
+    heavy = draw_digit(size=(120, 120), shape=shape, box=(30, 20, 90, 100)).filter(ImageFilter.MinFilter(pen))
+    tight = heavy.crop(heavy.point(lambda v: 255 if v < 128 else 0).getbbox())
+    assert (np.asarray(tight) < 128).mean() > 0.5  # mostly ink
+    got = prepare(grey(tight), invert="yes")
     assert got.inverted is True and got.pixels is not None
     assert _overlap(got.pixels * STD + MEAN, pixels01(ImageOps.expand(tight, 16, fill=235))) > 0.85
 
