@@ -180,10 +180,9 @@ def _fit_paper_level(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
     (N x 1 x W across the columns, N x H x 1 down the rows), and each image's noise level (robust sigma).
 
     The fit starts from the border ring, which in a one-digit image is nearly all paper, or from the
-    whole image when that is steadier (a tight crop); when neither is steady, from the thicker of the
-    two tones (with --invert, the tone it names). It then takes in every pixel that lies close to the
-    fitted paper.
-    It runs on a grid of about FIT_POINTS pixels.
+    whole image when that is steadier (a tight crop); when neither is steady, or the two disagree on the
+    paper's tone, from the thicker of the two tones (with --invert, the tone it names). It then takes in
+    every pixel that lies close to the fitted paper. It runs on a grid of about FIT_POINTS pixels.
     """
     n, height, width = x.shape
     step = max(1, round(math.sqrt(height * width / FIT_POINTS)))
@@ -203,23 +202,26 @@ def _fit_paper_level(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
     ring = inside & ~inner.reshape(n, -1)
 
     # A tight crop's ring is mostly ink: then the whole image, where the paper is the steadier level, starts the fit.
-    paper, spread = _level(values, ring)
+    ring_paper, spread = _level(values, ring)
     whole_paper, whole_spread = _level(values, inside)
     steadier = (whole_spread <= spread)[:, None]
-    paper = torch.where(steadier[:, 0], whole_paper, paper)
+    paper = torch.where(steadier[:, 0], whole_paper, ring_paper)
     spread = torch.minimum(spread, whole_spread)
     deviation = (values - paper[:, None]).abs()
     keep = torch.where(steadier, inside, ring) & (deviation <= torch.clamp(2.5 * spread, min=0.02)[:, None])
-    # When ink covers about half of the crop, no level is steady: the paper is then the thicker of the two
-    # tones, or the tone that --invert names. A level that --invert says is the ink's is redone the same way.
-    if invert != "auto" or bool((spread > UNSURE_SPREAD * MIN_CONTRAST).any()):  # else too faint to matter
+    # When ink covers about half of the crop, no level is steady, or the whole image's level (the ink's) and
+    # the ring's (the paper's) disagree: the paper is then the thicker of the two tones, or the tone that
+    # --invert names. A level that --invert says is the ink's is redone the same way.
+    if invert != "auto" or bool((spread > UNSURE_SPREAD * MIN_CONTRAST).any() or steadier.any()):
         low, high = _quantiles(values, inside, TONE_QUANTILES)
         mid = (low + high) / 2
         retone = spread > UNSURE_SPREAD * (high - low)
+        disagree = steadier[:, 0] & ((ring_paper > mid) != (whole_paper > mid)) & (high - low > MIN_CONTRAST)
         light = values > mid[:, None]
         grid = (n, iy.shape[1], ix.shape[2])
         if invert == "auto":
             light_is_paper = _depth(light, inside, grid) > _depth(~light, inside, grid)
+            retone |= disagree
         else:
             light_is_paper = torch.full((n,), invert == "yes")
             retone |= (paper > mid) != light_is_paper

@@ -209,6 +209,17 @@ def test_invert_yes_reads_a_tight_crop_that_is_mostly_ink(shape, pen):
     assert _overlap(got.pixels * STD + MEAN, pixels01(ImageOps.expand(tight, 16, fill=235))) > 0.85
 
 
+def test_a_tight_crop_that_is_half_ink_keeps_its_polarity():
+    """Half ink, half paper: the whole image's level is the ink's, the border ring's the paper's. When the
+    two disagree, the tones' shapes decide, as when no level is steady."""
+    heavy = draw_digit(size=(120, 120), shape="seven", box=(30, 20, 90, 100)).filter(ImageFilter.MinFilter(15))
+    tight = heavy.crop(heavy.point(lambda v: 255 if v < 128 else 0).getbbox())
+    assert 0.5 < (np.asarray(tight) < 128).mean() < 0.6
+    got = prepare(grey(tight))
+    assert got.inverted is True and got.pixels is not None
+    assert _overlap(got.pixels * STD + MEAN, pixels01(ImageOps.expand(tight, 16, fill=235))) > 0.85
+
+
 def test_drawing_app_canvas_inside_a_transparent_frame_is_cut_out():
     """A black canvas with a white digit, in a frame of fully transparent pixels whose colour is black."""
     canvas = ImageOps.invert(draw_digit(size=(90, 90), shape="zero"))
