@@ -273,6 +273,8 @@ def review(sources: tuple[str, ...], out: Path, below: float | None, every: bool
     opts = ReviewOptions(sources=list(sources), out=out, below=LOW_CONFIDENCE if below is None else below, all=every,
                          limit=limit, frames=frames, weights=weights, device=device)
     outcome = review_job(opts)
+    if outcome.warning:
+        click.echo(f"digitscan: warning: {outcome.warning}", err=True)
     click.echo(f"wrote {outcome.out}: {outcome.shown:,} of {outcome.rows:,} rows to check", err=True)
 
 

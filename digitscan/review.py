@@ -28,7 +28,7 @@ from .dataset import BLANK, ERROR, OK, ScanDataset
 from .decode import DecodeError, load_grey
 from .frames import load_frame, to_uint8
 from .inputs import iter_paths
-from .model import load_archive
+from .model import default_weights, load_archive, sha256
 from .preprocess import Invert
 from .report import LOW_CONFIDENCE
 from .scorer import Scorer
@@ -61,6 +61,7 @@ class ReviewOutcome:
     shown: int
     rows: int
     out: Path
+    warning: str = ""
 
 
 def is_results_file(sources: Sequence[str]) -> bool:
@@ -71,9 +72,15 @@ def review(opts: ReviewOptions) -> ReviewOutcome:
     """Write the review page for `opts.sources`; return how many rows it shows, of how many."""
     frames: dict[str, np.ndarray] = {}
     invert: Invert = "auto"
+    warning = ""
     if is_results_file(opts.sources):
         rows = read_rows(Path(opts.sources[0]))
-        invert = _recorded_invert(opts.sources[0])
+        recorded = _recorded_settings(opts.sources[0])
+        invert = "yes" if recorded.get("invert") == "yes" else "no" if recorded.get("invert") == "no" else "auto"
+        if recorded.get("weights") not in (None, sha256(opts.weights or default_weights())) and rows \
+                and rows[0].get(PROB_COLUMNS[0], "absent") == "absent":
+            warning = (f"{opts.sources[0]} was read with other weights than these: the probabilities shown are "
+                       "theirs; pass the run's --weights to see its own")
         base = Path(opts.sources[0]).parent
     else:
         rows, frames = _read_now(opts)
@@ -90,7 +97,7 @@ def review(opts: ReviewOptions) -> ReviewOutcome:
             "source": ", ".join(opts.sources), "rows": len(rows), "below": opts.below,
             "all": opts.all or not is_results_file(opts.sources)}
     write_page(opts.out, tiles, meta)
-    return ReviewOutcome(len(tiles), len(rows), opts.out)
+    return ReviewOutcome(len(tiles), len(rows), opts.out, warning)
 
 
 def select(rows: list[dict[str, Any]], below: float, every: bool, limit: int | None) -> list[dict[str, Any]]:
@@ -116,13 +123,13 @@ def _read_now(opts: ReviewOptions) -> tuple[list[dict[str, Any]], dict[str, np.n
     return rows, frames
 
 
-def _recorded_invert(results: str) -> Invert:
-    """The --invert that the run used, from the settings record beside its results."""
+def _recorded_settings(results: str) -> dict[str, Any]:
+    """The settings the run recorded beside its results (--invert, the weights' sha256), if any."""
     try:
-        value = json.loads(settings_file(results).read_text(encoding="utf-8")).get("invert", "auto")
-    except (OSError, ValueError, AttributeError):
-        return "auto"
-    return value if value in ("auto", "yes", "no") else "auto"
+        recorded = json.loads(settings_file(results).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
 
 
 def _locate(path: str, base: Path) -> str:

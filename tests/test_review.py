@@ -20,6 +20,7 @@ from PIL import Image
 
 from digitscan.cli import main
 from digitscan.frames import frame_file
+from digitscan.model import default_weights
 from digitscan.review import write_page
 
 CHROMIUM = os.environ.get("DIGITSCAN_CHROMIUM", "/usr/bin/chromium")
@@ -119,6 +120,19 @@ def test_review_of_images_shows_every_one_with_its_probabilities(runner, scans, 
     assert tile["status"] == "ok" and len(tile["probs"]) == 10 and tile["frame"] and tile["scan"]
     runner.invoke(main, ["review", str(scans), "--out", str(page)])
     assert len(tiles_of(page)) == len(list(scans.iterdir()))
+
+
+def test_probabilities_from_other_weights_than_the_runs_are_flagged(runner, scans, tmp_path):
+    run_rows(runner, scans, tmp_path / "r.csv")
+    other = tmp_path / "other.pt"
+    shutil.copy(default_weights(), other)
+    with open(other, "ab") as f:
+        f.write(b"\0")  # the same model, another file: another sha256
+    result = runner.invoke(main, ["review", str(tmp_path / "r.csv"), "--weights", str(other),
+                                  "--out", str(tmp_path / "p.html")])
+    assert result.exit_code == 0 and "read with other weights" in result.stderr
+    result = runner.invoke(main, ["review", str(tmp_path / "r.csv"), "--out", str(tmp_path / "p.html")])
+    assert result.exit_code == 0 and "warning" not in result.stderr
 
 
 def test_review_of_a_file_that_is_not_results_is_one_line(runner, tmp_path):
