@@ -52,17 +52,19 @@ def calibration_error(confidence: torch.Tensor, correct: torch.Tensor,
     return sum(b.count / total * abs(b.accuracy - b.confidence) for b in reliability(confidence, correct, edges))
 
 
+def error_at(scores: torch.Tensor, labels: torch.Tensor, temperature: float) -> float:
+    """The calibration error of softmax(scores / temperature) against `labels`."""
+    confidence, predicted = torch.softmax(scores / temperature, dim=1).max(dim=1)
+    return calibration_error(confidence, predicted == labels)
+
+
 def fit_temperature(scores: torch.Tensor, labels: torch.Tensor) -> float:
     """The T in `TEMPERATURES` whose softmax(scores / T) has the least calibration error on `labels`.
 
     Chosen on the error itself, not on the log-likelihood: the likelihood's optimum chases the few
     digits read wrong with high confidence (cluttered photos) and leaves every other reading under-sure.
     """
-    def error(t: float) -> float:
-        confidence, predicted = torch.softmax(scores / t, dim=1).max(dim=1)
-        return calibration_error(confidence, predicted == labels)
-
-    return min(TEMPERATURES, key=error)
+    return min(TEMPERATURES, key=lambda t: error_at(scores, labels, t))
 
 
 def render(images: torch.Tensor, labels: torch.Tensor, count: int, seed: int) -> tuple[list[Image.Image], torch.Tensor]:

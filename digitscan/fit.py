@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from .atomic import replacing
 from .augment import augment, normalise
-from .calibration import calibration_error, fit_temperature, render, scores_of
+from .calibration import error_at, fit_temperature, render, scores_of
 from .defaults import CALIBRATION_RENDERS, FIT_BATCH, FIT_EPOCHS, FIT_LR
 from .devices import describe
 from .distributed import Ranks, setup, teardown
@@ -279,17 +279,12 @@ def _calibrate(net: DigitNet, data: _Data, cfg: FitConfig, device: torch.device,
     scans, labels = render(data.val_x, data.val_y, cfg.calibrate, seed=cfg.seed)
     scores, labels = scores_of(net, scans, labels, device)
     temperature = fit_temperature(scores, labels)
-    errors = [calibration_error(*_confidence(scores / t, labels)) for t in (1.0, temperature)]
+    errors = [error_at(scores, labels, t) for t in (1.0, temperature)]
     net.get_buffer("temperature").fill_(temperature)
     log(f"calibrated on {len(labels):,} held-out renders: temperature {temperature:.3f}, "
         f"calibration error {errors[0]:.4f} -> {errors[1]:.4f}")
     return {"renders": len(labels), "temperature": round(temperature, 4),
             "error_before": round(errors[0], 5), "error_after": round(errors[1], 5)}
-
-
-def _confidence(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    confidence, predicted = torch.softmax(scores, dim=1).max(dim=1)
-    return confidence, predicted == labels
 
 
 def _card(cfg: FitConfig, net: torch.nn.Module, history: list[dict[str, float]], device: torch.device,
