@@ -46,6 +46,8 @@ TONE_QUANTILES = (0.02, 0.98)
 """...and the contrast runs between these quantiles of the image."""
 DEPTH_STEPS = 6
 """Erosions that measure how thick each tone is, on the paper fit's grid."""
+PIECE_SHARE = 0.03
+"""A connected piece of one tone counts when it holds this share of the paper fit's grid."""
 LINE_SHARE = 24
 """A ruled line is at most 1/LINE_SHARE of the image thick (and 3 px): a digit's own bar is thicker."""
 FAINT_INK = 0.2
@@ -181,8 +183,9 @@ def _fit_paper_level(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
 
     The fit starts from the border ring, which in a one-digit image is nearly all paper, or from the
     whole image when that is steadier (a tight crop); when neither is steady, or the two disagree on the
-    paper's tone, from the thicker of the two tones (with --invert, the tone it names). It then takes in
-    every pixel that lies close to the fitted paper. It runs on a grid of about FIT_POINTS pixels.
+    paper's tone, from the thicker of the two tones, or in a tight crop the one in more pieces (with
+    --invert, the tone it names). It then takes in every pixel that lies close to the fitted paper.
+    It runs on a grid of about FIT_POINTS pixels.
     """
     n, height, width = x.shape
     step = max(1, round(math.sqrt(height * width / FIT_POINTS)))
@@ -199,6 +202,7 @@ def _fit_paper_level(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
     r = torch.clamp(torch.minimum(sh, sw) // torch.where(torch.minimum(h, w) < 40, 10, 5).view(n, 1, 1), min=1)
     gi, gj = iy // step, ix // step
     inner = (gi >= r) & (gi < sh - r) & (gj >= r) & (gj < sw - r)
+    inside_grid = inside.view(n, iy.shape[1], ix.shape[2])
     ring = inside & ~inner.reshape(n, -1)
 
     # A tight crop's ring is mostly ink: then the whole image, where the paper is the steadier level, starts the fit.
@@ -222,6 +226,15 @@ def _fit_paper_level(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
         if invert == "auto":
             light_is_paper = _depth(light, inside, grid) > _depth(~light, inside, grid)
             retone |= disagree
+            # A tight crop, where both tones reach all four edges: the digit's ink is one piece, while
+            # the paper falls into several (corners, loops), however thick the strokes.
+            sides = [(gi == 0) & inside_grid, (gi == sh - 1) & inside_grid, (gj == 0) & inside_grid,
+                     (gj == sw - 1) & inside_grid]
+            tight = retone & torch.stack([((side.reshape(n, -1) & tone_mask).any(dim=1))
+                                          for side in sides for tone_mask in (light, ~light)]).all(dim=0)
+            if bool(tight.any()):
+                lit, dark = _pieces(light, inside, grid), _pieces(~light, inside, grid)
+                light_is_paper = torch.where(tight & (lit != dark), lit > dark, light_is_paper)
         else:
             light_is_paper = torch.full((n,), invert == "yes")
             retone |= (paper > mid) != light_is_paper
@@ -269,6 +282,22 @@ def _depth(mask: torch.Tensor, inside: torch.Tensor, grid: tuple[int, int, int])
         m = -F.max_pool2d(F.pad(-m, (1, 1, 1, 1), value=-1.0), 3, stride=1)
         depth += (m.view(grid[0], -1) * inside).sum(dim=1)
     return depth / count
+
+
+def _pieces(mask: torch.Tensor, inside: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    """How many connected pieces of each image's masked grid points hold at least PIECE_SHARE of its points."""
+    n, gh, gw = grid
+    on = (mask & inside).view(grid)
+    ids = torch.where(on, torch.arange(1, gh * gw + 1, dtype=torch.float32).view(1, gh, gw), 0.0).unsqueeze(1)
+    for _ in range(gh * gw):
+        grown = F.max_pool2d(ids, 3, stride=1, padding=1) * on.unsqueeze(1)
+        if torch.equal(grown, ids):
+            break
+        ids = grown
+    flat = ids.view(n, -1).long()
+    size = torch.zeros(n, gh * gw + 1).scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float32))
+    size[:, 0] = 0
+    return (size >= PIECE_SHARE * inside.sum(dim=1, keepdim=True)).sum(dim=1)
 
 
 def _fit_paper(design: torch.Tensor, v: torch.Tensor, keep: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:

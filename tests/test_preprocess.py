@@ -209,10 +209,12 @@ def test_invert_yes_reads_a_tight_crop_that_is_mostly_ink(shape, pen):
     assert _overlap(got.pixels * STD + MEAN, pixels01(ImageOps.expand(tight, 16, fill=235))) > 0.85
 
 
-def test_a_tight_crop_that_is_half_ink_keeps_its_polarity():
+@pytest.mark.parametrize("pen", [15, 19])
+def test_a_tight_crop_that_is_half_ink_keeps_its_polarity(pen):
     """Half ink, half paper: the whole image's level is the ink's, the border ring's the paper's. When the
-    two disagree, the tones' shapes decide, as when no level is steady."""
-    heavy = draw_digit(size=(120, 120), shape="seven", box=(30, 20, 90, 100)).filter(ImageFilter.MinFilter(15))
+    two disagree, the tones' shapes decide: the thicker tone, or where both tones reach all four edges,
+    the tone in more pieces (with pen 19 the strokes are thicker than the paper between them)."""
+    heavy = draw_digit(size=(120, 120), shape="seven", box=(30, 20, 90, 100)).filter(ImageFilter.MinFilter(pen))
     tight = heavy.crop(heavy.point(lambda v: 255 if v < 128 else 0).getbbox())
     assert 0.5 < (np.asarray(tight) < 128).mean() < 0.6
     got = prepare(grey(tight))
