@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .dataset import ScanDataset
+from .dataset import prepared_items
+from .defaults import RUN_BATCH
 from .synth import SHAPES, STYLES
 
 RELIABILITY_EDGES = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -84,16 +85,10 @@ def render(images: torch.Tensor, labels: torch.Tensor, count: int, seed: int) ->
 
 @torch.no_grad()  # not inference_mode: the temperature is then fitted on these scores with autograd
 def scores_of(model: torch.nn.Module, scans: list[Image.Image], labels: torch.Tensor,
-              device: torch.device, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's scores for the scans it can read (through run's preprocessing), and their labels."""
-    dataset = ScanDataset(scans)
+    ok = [item for item in prepared_items(scans) if item.pixels is not None]
     model.eval()
-    scores, kept = [], []
-    for start in range(0, len(scans), chunk):
-        items = dataset.__getitems__(range(start, min(start + chunk, len(scans))))
-        ok = [item for item in items if item.pixels is not None]
-        if ok:
-            x = torch.from_numpy(np.stack([item.pixels for item in ok])).unsqueeze(1).to(device)  # type: ignore[misc]
-            scores.append(model(x).float().cpu())
-            kept += [item.index for item in ok]
-    return torch.cat(scores), labels[kept]
+    x = torch.from_numpy(np.stack([item.pixels for item in ok])).unsqueeze(1)  # type: ignore[misc]
+    scores = torch.cat([model(x[i:i + RUN_BATCH].to(device)).float().cpu() for i in range(0, len(x), RUN_BATCH)])
+    return scores, labels[[item.index for item in ok]]

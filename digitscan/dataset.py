@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .decode import COARSE_SIDE, FINE_SIDE, DecodeError, load_grey
+from .defaults import RUN_BATCH
 from .preprocess import FRAME, Invert, Prepared, prepare_batch
 
 OK, BLANK, ERROR = "ok", "blank", "error"
@@ -100,6 +101,15 @@ def _item(index: int, prepared: Prepared) -> Item:
 
 def _unexpected(index: int, exc: Exception) -> Item:
     return Item(index, None, None, ERROR, f"unexpected failure: {type(exc).__name__}: {exc}"[:200])
+
+
+def prepared_items(sources: Sequence[str | Image.Image], invert: Invert = "auto",
+                   batch_size: int = RUN_BATCH) -> Iterator[Item]:
+    """Each source read as `run` reads it, a batch at a time, in this process (for small sets: labelled
+    scans, calibration renders, the frames review shows)."""
+    dataset = ScanDataset(sources, invert)
+    for start in range(0, len(sources), batch_size):
+        yield from dataset.__getitems__(range(start, min(start + batch_size, len(sources))))
 
 
 def collate(items: list[Item]) -> Batch:

@@ -23,9 +23,9 @@ import torch
 from PIL import Image
 
 from .atomic import replacing
-from .augment import normalise
-from .dataset import BLANK, ERROR, OK, ScanDataset
+from .dataset import BLANK, ERROR, OK, prepared_items
 from .decode import DecodeError, load_grey
+from .evaluate import probabilities
 from .frames import load_frame, to_uint8
 from .inputs import iter_paths
 from .model import default_weights, load_archive, sha256
@@ -143,21 +143,19 @@ def _locate(path: str, base: Path) -> str:
 
 def _frames_again(files: list[str], names: list[str], invert: Invert) -> dict[str, np.ndarray]:
     """The frames the model saw, computed again from the scans (when run did not keep them)."""
-    dataset = ScanDataset(files, invert)
-    items = dataset.__getitems__(range(len(files))) if files else []
+    items = prepared_items(files, invert)
     return {name: to_uint8(item.pixels) for name, item in zip(names, items, strict=True) if item.pixels is not None}
 
 
-@torch.inference_mode()
 def _probabilities(rows: list[dict[str, Any]], frames: dict[str, np.ndarray],
                    opts: ReviewOptions) -> dict[str, list[float]]:
     """Each row's ten probabilities: from the results (run --probs), else from the model on its frame."""
     probs = {r["path"]: [float(r[c]) for c in PROB_COLUMNS] for r in rows if r.get(PROB_COLUMNS[0]) is not None}
     missing = [r["path"] for r in rows if r["path"] in frames and r["path"] not in probs]
     if missing:
-        model = load_archive(opts.weights, "cpu")
-        x = normalise(torch.from_numpy(np.stack([frames[p] for p in missing])).unsqueeze(1).float() / 255)
-        probs |= dict(zip(missing, torch.softmax(model(x).float(), dim=1).tolist(), strict=True))
+        cpu = torch.device("cpu")
+        images = torch.from_numpy(np.stack([frames[p] for p in missing]))
+        probs |= dict(zip(missing, probabilities(load_archive(opts.weights, cpu), images, cpu).tolist(), strict=True))
     return probs
 
 

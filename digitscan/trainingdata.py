@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 
 from .errors import DigitscanError
-from .preprocess import MEAN, STD
 
 
 class DataUnavailable(DigitscanError):
@@ -100,18 +99,16 @@ def load_labelled(source: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
 
     Returns (uint8 images N x 28 x 28, labels N, messages for the files that were skipped).
     """
-    from .dataset import ScanDataset
+    from .dataset import prepared_items
+    from .frames import to_uint8
 
     files = labelled_files(source)
-    dataset = ScanDataset([path for path, _ in files])
     images, labels, skipped = [], [], []
-    for i, (path, digit) in enumerate(files):
-        item = dataset[i]
+    for (path, digit), item in zip(files, prepared_items([path for path, _ in files]), strict=True):
         if item.pixels is None:
             skipped.append(f"{path}: {item.error or 'blank (no ink found)'}")
             continue
-        pixels = torch.from_numpy(item.pixels) * STD + MEAN
-        images.append((pixels * 255).round().clamp(0, 255).to(torch.uint8))
+        images.append(torch.from_numpy(to_uint8(item.pixels)))
         labels.append(digit)
     if not images:
         raise DataUnavailable(f"{source}: no readable labelled images")
