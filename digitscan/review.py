@@ -32,7 +32,7 @@ from .model import default_weights, load_archive, sha256
 from .preprocess import Invert
 from .report import LOW_CONFIDENCE
 from .scorer import Scorer
-from .writers import PROB_COLUMNS, SUFFIXES, read_rows, record, settings_file
+from .writers import PROB_COLUMNS, SUFFIXES, OutputError, read_rows, read_settings, record
 
 THUMB = 128
 """Longest side, in pixels, of a scan as the page shows it."""
@@ -73,7 +73,8 @@ def review(opts: ReviewOptions) -> ReviewOutcome:
     frames: dict[str, np.ndarray] = {}
     invert: Invert = "auto"
     warning = ""
-    if is_results_file(opts.sources):
+    from_results = is_results_file(opts.sources)
+    if from_results:
         rows = read_rows(Path(opts.sources[0]))
         recorded = _recorded_settings(opts.sources[0])
         invert = "yes" if recorded.get("invert") == "yes" else "no" if recorded.get("invert") == "no" else "auto"
@@ -85,7 +86,8 @@ def review(opts: ReviewOptions) -> ReviewOutcome:
     else:
         rows, frames = _read_now(opts)
         base = Path.cwd()
-    chosen = select(rows, opts.below, opts.all or not is_results_file(opts.sources), opts.limit)
+    every = opts.all or not from_results
+    chosen = select(rows, opts.below, every, opts.limit)
     files = {row["path"]: _locate(row["path"], base) for row in chosen}
     if opts.frames is not None:
         frames |= {row["path"]: f for row in chosen if (f := load_frame(opts.frames, row["path"])) is not None}
@@ -94,8 +96,7 @@ def review(opts: ReviewOptions) -> ReviewOutcome:
     probs = _probabilities(chosen, frames, opts)
     tiles = [_tile(row, files[row["path"]], frames.get(row["path"]), probs.get(row["path"])) for row in chosen]
     meta = {"id": hashlib.sha1(json.dumps([t["file"] for t in tiles]).encode("utf-8", "surrogateescape")).hexdigest(),
-            "source": ", ".join(opts.sources), "rows": len(rows), "below": opts.below,
-            "all": opts.all or not is_results_file(opts.sources)}
+            "source": ", ".join(opts.sources), "rows": len(rows), "below": opts.below, "all": every}
     write_page(opts.out, tiles, meta)
     return ReviewOutcome(len(tiles), len(rows), opts.out, warning)
 
@@ -124,12 +125,11 @@ def _read_now(opts: ReviewOptions) -> tuple[list[dict[str, Any]], dict[str, np.n
 
 
 def _recorded_settings(results: str) -> dict[str, Any]:
-    """The settings the run recorded beside its results (--invert, the weights' sha256), if any."""
+    """The settings the run recorded beside its results (--invert, the weights' sha256), if readable."""
     try:
-        recorded = json.loads(settings_file(results).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_settings(results) or {}
+    except OutputError:
         return {}
-    return recorded if isinstance(recorded, dict) else {}
 
 
 def _locate(path: str, base: Path) -> str:

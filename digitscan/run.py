@@ -14,7 +14,7 @@ from tqdm import tqdm
 from .defaults import RUN_BATCH
 from .frames import save_frame
 from .inputs import InputError, iter_paths
-from .model import default_weights, sha256
+from .model import sha256
 from .preprocess import Invert
 from .report import Tally
 from .scorer import Scorer
@@ -91,8 +91,7 @@ def run(inputs: list[str], opts: RunOptions, on_batch: Callable[[int], None] | N
     paths = list(iter_paths(inputs, opts.recursive))
     if not paths:
         raise InputError("no images found in " + ", ".join(inputs))
-    settings = {"columns": columns(opts.probs), "weights": sha256(opts.weights or default_weights()),
-                "invert": opts.invert}
+    settings = {"columns": columns(opts.probs), "weights": sha256(scorer.weights), "invert": opts.invert}
     check_not_an_input(opts.out, paths)
     if opts.resume:
         check_resume_settings(opts.out, opts.fmt, settings)

@@ -85,16 +85,24 @@ def check_resume_settings(out: str, fmt: str, settings: dict[str, Any]) -> None:
     if own not in (columns(False), columns(True)):
         raise OutputError(f"{out}: not a digitscan results file (its first line is not digitscan's {fmt} header); "
                           "--resume only appends to digitscan's own output")
-    try:
-        saved = json.loads(settings_file(out).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        saved = {"columns": own}
-    except (OSError, ValueError):
-        raise OutputError(f"{settings_file(out)}: unreadable; remove it to resume without checking") from None
+    saved = read_settings(out) or {"columns": own}
     differ = [flag for key, flag in SETTING_FLAGS.items() if key in saved and saved[key] != settings[key]]
     if differ:
         raise OutputError(f"{out}: written with other {', '.join(differ)} settings than this run; --resume "
                           "must keep them (or write to a new file)")
+
+
+def read_settings(out: str) -> dict[str, Any] | None:
+    """The settings record beside a results file (see `save_settings`); None when there is none."""
+    try:
+        saved = json.loads(settings_file(out).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise OutputError(f"{settings_file(out)}: unreadable; remove it to resume without checking")
+    return saved
 
 
 def _columns_in(path: Path, fmt: str) -> list[str]:
