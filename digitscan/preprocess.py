@@ -202,7 +202,6 @@ def _fit_paper_level(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
     r = torch.clamp(torch.minimum(sh, sw) // torch.where(torch.minimum(h, w) < 40, 10, 5).view(n, 1, 1), min=1)
     gi, gj = iy // step, ix // step
     inner = (gi >= r) & (gi < sh - r) & (gj >= r) & (gj < sw - r)
-    inside_grid = inside.view(n, iy.shape[1], ix.shape[2])
     ring = inside & ~inner.reshape(n, -1)
 
     # A tight crop's ring is mostly ink: then the whole image, where the paper is the steadier level, starts the fit.
@@ -219,28 +218,18 @@ def _fit_paper_level(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
     if invert != "auto" or bool((spread > UNSURE_SPREAD * MIN_CONTRAST).any() or steadier.any()):
         low, high = _quantiles(values, inside, TONE_QUANTILES)
         mid = (low + high) / 2
-        retone = spread > UNSURE_SPREAD * (high - low)
-        disagree = steadier[:, 0] & ((ring_paper > mid) != (whole_paper > mid)) & (high - low > MIN_CONTRAST)
         light = values > mid[:, None]
-        grid = (n, iy.shape[1], ix.shape[2])
+        retone = spread > UNSURE_SPREAD * (high - low)
         if invert == "auto":
-            light_is_paper = _depth(light, inside, grid) > _depth(~light, inside, grid)
-            retone |= disagree
-            # A tight crop, where both tones reach all four edges: the digit's ink is one piece, while
-            # the paper falls into several (corners, loops), however thick the strokes.
-            sides = [(gi == 0) & inside_grid, (gi == sh - 1) & inside_grid, (gj == 0) & inside_grid,
-                     (gj == sw - 1) & inside_grid]
-            tight = retone & torch.stack([((side.reshape(n, -1) & tone_mask).any(dim=1))
-                                          for side in sides for tone_mask in (light, ~light)]).all(dim=0)
-            if bool(tight.any()):
-                lit, dark = _pieces(light, inside, grid), _pieces(~light, inside, grid)
-                light_is_paper = torch.where(tight & (lit != dark), lit > dark, light_is_paper)
+            retone |= steadier[:, 0] & ((ring_paper > mid) != (whole_paper > mid)) & (high - low > MIN_CONTRAST)
         else:
-            light_is_paper = torch.full((n,), invert == "yes")
-            retone |= (paper > mid) != light_is_paper
-        tone = inside & (light == light_is_paper[:, None])
-        keep = torch.where(retone[:, None], tone, keep)
-        paper = torch.where(retone, _median(values, tone), paper)
+            retone |= (paper > mid) != (invert == "yes")
+        if bool(retone.any()):  # the tones' shapes are measured only when some image needs them
+            light_is_paper = (_paper_tone(light, retone, inside, (gi, gj, sh, sw)) if invert == "auto"
+                              else torch.full((n,), invert == "yes"))
+            tone = inside & (light == light_is_paper[:, None])
+            keep = torch.where(retone[:, None], tone, keep)
+            paper = torch.where(retone, _median(values, tone), paper)
     coef = torch.zeros(n, 4)
     coef[:, 0] = paper
     noise = torch.zeros(n)
@@ -282,6 +271,27 @@ def _depth(mask: torch.Tensor, inside: torch.Tensor, grid: tuple[int, int, int])
         m = -F.max_pool2d(F.pad(-m, (1, 1, 1, 1), value=-1.0), 3, stride=1)
         depth += (m.view(grid[0], -1) * inside).sum(dim=1)
     return depth / count
+
+
+def _paper_tone(light: torch.Tensor, unsure: torch.Tensor, inside: torch.Tensor,
+                at: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Whether each image's light tone (grid points in `light`) is its paper, judged by shape: the
+    thicker tone; but in a tight crop, where both tones reach all four edges, the tone in more pieces
+    (the digit's ink is one piece; the paper falls into corners and loops, however thick the strokes).
+    `at` holds the grid's row and column indices and each image's grid height and width."""
+    gi, gj, sh, sw = at
+    n, gh, gw = len(light), gi.shape[1], gj.shape[2]
+    grid = (n, gh, gw)
+    light_is_paper = _depth(light, inside, grid) > _depth(~light, inside, grid)
+    inside_grid = inside.view(grid)
+    sides = [(gi == 0) & inside_grid, (gi == sh - 1) & inside_grid, (gj == 0) & inside_grid,
+             (gj == sw - 1) & inside_grid]
+    tight = unsure & torch.stack([(side.reshape(n, -1) & tone).any(dim=1)
+                                  for side in sides for tone in (light, ~light)]).all(dim=0)
+    if bool(tight.any()):
+        lit, dark = _pieces(light, inside, grid), _pieces(~light, inside, grid)
+        light_is_paper = torch.where(tight & (lit != dark), lit > dark, light_is_paper)
+    return light_is_paper
 
 
 def _pieces(mask: torch.Tensor, inside: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
