@@ -48,6 +48,8 @@ DEPTH_STEPS = 6
 """Erosions that measure how thick each tone is, on the paper fit's grid."""
 PIECE_SHARE = 0.03
 """A connected piece of one tone counts when it holds this share of the paper fit's grid."""
+PAPER_MIN_DEPTH = 0.15
+"""A tone thinner than this (erosions survived on average, on the fit's grid) is strokes, not paper."""
 LINE_SHARE = 24
 """A ruled line is at most 1/LINE_SHARE of the image thick (and 3 px): a digit's own bar is thicker."""
 FAINT_INK = 0.2
@@ -184,7 +186,8 @@ def _fit_paper_level(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
     The fit starts from the border ring, which in a one-digit image is nearly all paper, or from the
     whole image when that is steadier (a tight crop); when neither is steady, or the two disagree on the
     paper's tone, from the thicker of the two tones, or in a tight crop the one in more pieces (with
-    --invert, the tone it names). It then takes in every pixel that lies close to the fitted paper.
+    --invert, the tone it names); a tight crop's light tone in more pieces also overrules a steady dark
+    level. It then takes in every pixel that lies close to the fitted paper.
     It runs on a grid of about FIT_POINTS pixels.
     """
     n, height, width = x.shape
@@ -213,23 +216,25 @@ def _fit_paper_level(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
     deviation = (values - paper[:, None]).abs()
     keep = torch.where(steadier, inside, ring) & (deviation <= torch.clamp(2.5 * spread, min=0.02)[:, None])
     # When ink covers about half of the crop, no level is steady, or the whole image's level (the ink's) and
-    # the ring's (the paper's) disagree: the paper is then the thicker of the two tones, or the tone that
-    # --invert names. A level that --invert says is the ink's is redone the same way.
-    if invert != "auto" or bool((spread > UNSURE_SPREAD * MIN_CONTRAST).any() or steadier.any()):
-        low, high = _quantiles(values, inside, TONE_QUANTILES)
-        mid = (low + high) / 2
-        light = values > mid[:, None]
-        retone = spread > UNSURE_SPREAD * (high - low)
-        if invert == "auto":
-            retone |= steadier[:, 0] & ((ring_paper > mid) != (whole_paper > mid)) & (high - low > MIN_CONTRAST)
-        else:
-            retone |= (paper > mid) != (invert == "yes")
-        if bool(retone.any()):  # the tones' shapes are measured only when some image needs them
-            light_is_paper = (_paper_tone(light, retone, inside, (gi, gj, sh, sw)) if invert == "auto"
-                              else torch.full((n,), invert == "yes"))
-            tone = inside & (light == light_is_paper[:, None])
-            keep = torch.where(retone[:, None], tone, keep)
-            paper = torch.where(retone, _median(values, tone), paper)
+    # the ring's (the paper's) disagree: the paper is then chosen by shape (`_paper_tone`), or is the tone
+    # that --invert names. A steady dark level is redone the same way when the shapes of a tight crop
+    # (or --invert) say that the paper is the light tone.
+    low, high = _quantiles(values, inside, TONE_QUANTILES)
+    mid = (low + high) / 2
+    light = values > mid[:, None]
+    retone = spread > UNSURE_SPREAD * (high - low)
+    contrast = high - low > MIN_CONTRAST
+    if invert == "auto":
+        retone |= steadier[:, 0] & contrast & ((ring_paper > mid) != (whole_paper > mid))
+        light_is_paper, overruled = _paper_tone(light, retone, contrast & (paper <= mid), inside, (gi, gj, sh, sw))
+        retone |= overruled
+    else:
+        retone |= (paper > mid) != (invert == "yes")
+        light_is_paper = torch.full((n,), invert == "yes")
+    if bool(retone.any()):
+        tone = inside & (light == light_is_paper[:, None])
+        keep = torch.where(retone[:, None], tone, keep)
+        paper = torch.where(retone, _median(values, tone), paper)
     coef = torch.zeros(n, 4)
     coef[:, 0] = paper
     noise = torch.zeros(n)
@@ -273,25 +278,42 @@ def _depth(mask: torch.Tensor, inside: torch.Tensor, grid: tuple[int, int, int])
     return depth / count
 
 
-def _paper_tone(light: torch.Tensor, unsure: torch.Tensor, inside: torch.Tensor,
-                at: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Whether each image's light tone (grid points in `light`) is its paper, judged by shape: the
-    thicker tone; but in a tight crop, where both tones reach all four edges, the tone in more pieces
-    (the digit's ink is one piece; the paper falls into corners and loops, however thick the strokes).
-    `at` holds the grid's row and column indices and each image's grid height and width."""
+def _paper_tone(light: torch.Tensor, unsure: torch.Tensor, dark_fit: torch.Tensor, inside: torch.Tensor,
+                at: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whether each image's light tone (grid points in `light`) is its paper, judged by shape, for the
+    images whose level fit is `unsure`: the thicker tone; but in a tight crop, where both tones reach
+    all four edges, the tone in more pieces (the digit's ink is one piece; the paper falls into corners
+    and loops, however thick the strokes).
+
+    Also which `dark_fit` images (a steady level on the dark tone: the heavy ink of a dark-on-light
+    tight crop can be its steadiest level) that rule overrules, where the light tone is in more pieces
+    and no mere strokes (as the broken strokes of light ink can be). `at` holds the grid's row and
+    column indices and each grid's height and width.
+    """
     gi, gj, sh, sw = at
     n, gh, gw = len(light), gi.shape[1], gj.shape[2]
-    grid = (n, gh, gw)
-    light_is_paper = _depth(light, inside, grid) > _depth(~light, inside, grid)
-    inside_grid = inside.view(grid)
+    inside_grid = inside.view(n, gh, gw)
     sides = [(gi == 0) & inside_grid, (gi == sh - 1) & inside_grid, (gj == 0) & inside_grid,
              (gj == sw - 1) & inside_grid]
-    tight = unsure & torch.stack([(side.reshape(n, -1) & tone).any(dim=1)
-                                  for side in sides for tone in (light, ~light)]).all(dim=0)
-    if bool(tight.any()):
-        lit, dark = _pieces(light, inside, grid), _pieces(~light, inside, grid)
-        light_is_paper = torch.where(tight & (lit != dark), lit > dark, light_is_paper)
-    return light_is_paper
+    tight = (unsure | dark_fit) & torch.stack([(side.reshape(n, -1) & tone).any(dim=1)
+                                               for side in sides for tone in (light, ~light)]).all(dim=0)
+    # Shapes cost erosions and flood fills: they are measured only on the images that need them.
+    light_is_paper = torch.zeros(n, dtype=torch.bool)
+    light_depth = torch.zeros(n)
+    rows = torch.nonzero(unsure | tight).flatten()
+    if len(rows):
+        some, within = light[rows], inside[rows]
+        light_depth[rows] = _depth(some, within, (len(rows), gh, gw))
+        light_is_paper[rows] = light_depth[rows] > _depth(~some, within, (len(rows), gh, gw))
+    overruled = torch.zeros(n, dtype=torch.bool)
+    rows = torch.nonzero(tight).flatten()
+    if len(rows):
+        some, within = light[rows], inside[rows]
+        lit, dark = _pieces(some, within, (len(rows), gh, gw)), _pieces(~some, within, (len(rows), gh, gw))
+        decided = lit != dark
+        light_is_paper[rows] = torch.where(unsure[rows] & decided, lit > dark, light_is_paper[rows])
+        overruled[rows] = dark_fit[rows] & (lit > dark) & (light_depth[rows] >= PAPER_MIN_DEPTH)
+    return light_is_paper | overruled, overruled
 
 
 def _pieces(mask: torch.Tensor, inside: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:

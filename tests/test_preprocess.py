@@ -209,6 +209,30 @@ def test_invert_yes_reads_a_tight_crop_that_is_mostly_ink(shape, pen):
     assert _overlap(got.pixels * STD + MEAN, pixels01(ImageOps.expand(tight, 16, fill=235))) > 0.85
 
 
+@pytest.mark.parametrize("pen", [9, 13])
+def test_a_tight_crop_that_is_mostly_ink_keeps_its_polarity(pen):
+    """A heavy 0 cut tightly (63-71% ink): the ink is the steadiest level, and only the tones' shapes
+    tell: the paper falls into pieces (corners, the loop), the ink is one."""
+    heavy = draw_digit(size=(120, 120), shape="zero", box=(30, 20, 90, 100)).filter(ImageFilter.MinFilter(pen))
+    tight = heavy.crop(heavy.point(lambda v: 255 if v < 128 else 0).getbbox())
+    assert (np.asarray(tight) < 128).mean() > 0.6
+    got = prepare(grey(tight))
+    assert got.inverted is True and got.pixels is not None
+    assert _overlap(got.pixels * STD + MEAN, pixels01(ImageOps.expand(tight, 16, fill=235))) > 0.85
+
+
+def test_thin_light_strokes_in_pieces_are_ink_not_paper():
+    """A small bitmap of light ink on black, a 7 whose stroke is broken: the light tone is in more pieces,
+    as a tight crop's paper is, but it is one pixel thin, so it stays the ink."""
+    seven = np.zeros((16, 12), dtype=np.uint8)
+    seven[0, 1:] = 255
+    for row in range(1, 16):
+        seven[row, min(round(11 - (row - 2) * 11 / 13), 11)] = 255
+    seven[7:9] = 0
+    got = prepare(seven)
+    assert got.inverted is False and got.pixels is not None
+
+
 @pytest.mark.parametrize("pen", [15, 19])
 def test_a_tight_crop_that_is_half_ink_keeps_its_polarity(pen):
     """Half ink, half paper: the whole image's level is the ink's, the border ring's the paper's. When the
