@@ -1,4 +1,10 @@
-"""Decode an image file into a greyscale float array, safely and at no more resolution than needed."""
+"""Decode an image file into a greyscale float array, safely and at no more resolution than needed.
+
+Plain JPEGs (sequential, greyscale or YCbCr: what scanners and most cameras write) go straight to
+libjpeg-turbo through simplejpeg, decoded to grey at the DCT scale that Pillow's draft mode would
+choose, so the pixels are the same; everything else, and any JPEG that simplejpeg refuses, goes
+through Pillow.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import simplejpeg
 from PIL import ExifTags, Image, ImageOps, ImageStat, UnidentifiedImageError
 
 from .errors import DigitscanError
@@ -35,6 +42,13 @@ OPAQUE = 128
 """Alpha from which a pixel counts as opaque (of 255)..."""
 CANVAS_SOLIDITY = 0.95
 """...and an opaque area that fills this share of its bounding box is a canvas, cut out of its transparent frame."""
+JPEG_START = b"\xff\xd8"
+SEQUENTIAL_FRAMES = (0xC0, 0xC1)
+"""Start-of-frame markers of baseline and extended sequential Huffman JPEGs: one pass, so their cost is
+bounded by their size (a progressive JPEG can hold thousands of scans: Pillow decodes it, time-bounded)."""
+MAX_TURBO_BYTES = 256 * 2**20
+"""A larger JPEG is left to Pillow, which reads it in pieces, rather than read into memory whole."""
+DRAFT_SCALES = (8, 4, 2, 1)
 
 
 class DecodeError(DigitscanError):
@@ -53,10 +67,15 @@ def load_grey(source: str | Path | Image.Image, side: int = FINE_SIDE) -> np.nda
         return _to_array(_reduce(_upright(source), side))
     try:
         _check_regular(source)
-        with _time_limit(MAX_DECODE_SECONDS), warnings.catch_warnings():
+        with _time_limit(MAX_DECODE_SECONDS), warnings.catch_warnings(), open(source, "rb") as file:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as im:
-                _check_size(im)
+            if file.read(len(JPEG_START)) == JPEG_START and os.fstat(file.fileno()).st_size <= MAX_TURBO_BYTES:
+                turbo = _turbo_jpeg(JPEG_START + file.read(), side)
+                if turbo is not None:
+                    return turbo
+            file.seek(0)
+            with Image.open(file) as im:
+                _check_size(*im.size)
                 if im.format == "JPEG" and im.mode in ("L", "RGB", "YCbCr"):
                     im.draft("L", (side, side))
                 return _to_array(_reduce(_upright(im), side))
@@ -118,12 +137,50 @@ def _check_regular(path: str | Path) -> None:
         raise DecodeError(f"not a regular file ({kind})")
 
 
-def _check_size(im: Image.Image) -> None:
-    w, h = im.size
+def _check_size(w: int, h: int) -> None:
     if w < 1 or h < 1:
         raise DecodeError("image has no pixels")
     if w * h > MAX_PIXELS:
         raise DecodeError(f"refused: {w}x{h} is over the {MAX_PIXELS:,}-pixel limit (possible decompression bomb)")
+
+
+def _turbo_jpeg(data: bytes, side: int) -> np.ndarray | None:
+    """A plain JPEG's grey levels by libjpeg-turbo, as `load_grey` gives them; None where Pillow must decode."""
+    layout = _jpeg_layout(data)
+    if layout is None or layout[0] not in SEQUENTIAL_FRAMES:
+        return None
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        if colorspace not in ("Gray", "YCbCr"):
+            return None
+        _check_size(width, height)
+        # Pillow's draft: the largest DCT scale that leaves both sides at least `side`.
+        scale = next((d for d in DRAFT_SCALES if min(width, height) // side >= d), 1)
+        grey = simplejpeg.decode_jpeg(data, colorspace="GRAY", min_factor=scale,
+                                      min_height=-(-height // scale), min_width=-(-width // scale))
+    except ValueError:  # damaged or unusual: Pillow reads what can be read, or says why not
+        return None
+    im = Image.fromarray(grey[:, :, 0])
+    if layout[1] is not None:
+        im.info["exif"] = layout[1]
+    return _to_array(_reduce(_upright(im), side))
+
+
+def _jpeg_layout(data: bytes) -> tuple[int, bytes | None] | None:
+    """The start-of-frame marker and the EXIF block (APP1), read from the segments before the image
+    data; None when they are not where the format puts them."""
+    exif, at = None, len(JPEG_START)
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker == 0xE1 and data[at + 4:at + 10] == b"Exif\x00\x00":
+            exif = data[at + 4:at + 2 + length]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # not DHT, JPG, DAC
+            return marker, exif
+        at += 2 + length
+    return None
 
 
 def _upright(im: Image.Image) -> Image.Image:

@@ -279,16 +279,16 @@ def test_sigterm_to_a_real_run_with_workers_keeps_the_rows_and_leaves_nothing_be
 def test_a_file_that_decodes_for_too_long_gets_an_error_row_and_the_run_goes_on(runner, scans, monkeypatch):
     from digitscan import decode
 
-    real = decode._upright
+    real = decode.Image.open
 
-    def slow_for_one(im):
-        if "3.png" in str(getattr(im, "filename", "")):
+    def slow_for_one(file, *args, **kwargs):
+        if "3.png" in str(getattr(file, "name", file)):
             while True:  # like PIL working through thousands of progressive scans, chunk after chunk
                 time.sleep(0.01)
-        return real(im)
+        return real(file, *args, **kwargs)
 
     monkeypatch.setattr(decode, "MAX_DECODE_SECONDS", 0.5)
-    monkeypatch.setattr(decode, "_upright", slow_for_one)
+    monkeypatch.setattr(decode.Image, "open", slow_for_one)
     result = runner.invoke(main, ["run", str(scans), "--workers", "0", "-q"])
     got = {Path(r["path"]).name: r for r in rows(result.stdout)}
     assert result.exit_code == 1 and len(got) == 6
