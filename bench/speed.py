@@ -5,6 +5,9 @@
 
 Builds its inputs under bench/out/, then prints images per second for each way of scoring, their
 ratio, the decode-only floor, start-up time and peak memory (largest process, workers included).
+The steady state (start-up excluded) is the rate between a run on half the small scans and one on
+all of them; its floor is the cost per image of decode + preprocess + model on one core, times the
+cores. Large photos are compared with libjpeg-turbo's own cost to decode them at 1/8 scale.
 """
 
 from __future__ import annotations
@@ -84,14 +87,24 @@ def timed(cmd: list[str]) -> tuple[float, int]:
     return time.perf_counter() - tick, int(out.stdout.split()[-1]) // 1024
 
 
-def decode_floor(folder: Path, limit: int = 3000) -> float:
-    """Images per second per core for decoding alone (open, decode, greyscale)."""
+def decode_floor(folder: Path, limit: int = 3000) -> tuple[float, float]:
+    """Images per second per core for reading and decoding alone, to grey at the scale digitscan first
+    looks at: with libjpeg-turbo (simplejpeg, the fastest decoder digitscan uses), and with Pillow."""
+    import simplejpeg
+
+    from digitscan.decode import COARSE_SIDE
+
     paths = sorted(folder.iterdir())[:limit]
     tick = time.perf_counter()
     for p in paths:
+        simplejpeg.decode_jpeg(p.read_bytes(), colorspace="GRAY", min_height=COARSE_SIDE, min_width=COARSE_SIDE)
+    turbo = len(paths) / (time.perf_counter() - tick)
+    tick = time.perf_counter()
+    for p in paths:
         with Image.open(p) as im:
+            im.draft("L", (COARSE_SIDE, COARSE_SIDE))
             im.convert("L").load()
-    return len(paths) / (time.perf_counter() - tick)
+    return turbo, len(paths) / (time.perf_counter() - tick)
 
 
 def stage_costs(folder: Path, count: int = 2048, batch: int = 256) -> dict[str, float]:
@@ -120,11 +133,28 @@ def stage_costs(folder: Path, count: int = 2048, batch: int = 256) -> dict[str, 
             (("decode", decode), ("preprocess", prep), ("model", infer))}
 
 
-def large_photo_check(folder: Path) -> tuple[float, float, int, int]:
-    """Seconds per photo with draft decoding vs full decode + resize, and how many predictions agree."""
+def libjpeg_eighth(folder: Path) -> float:
+    """Seconds per photo for libjpeg-turbo alone to read and decode it at 1/8 scale, to grey: the floor."""
+    import simplejpeg
+
+    paths = sorted(folder.iterdir())
+    for p in paths:  # into the page cache, as for the other timings
+        p.read_bytes()
+    tick = time.perf_counter()
+    for p in paths:
+        data = p.read_bytes()
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        simplejpeg.decode_jpeg(data, colorspace="GRAY", min_factor=8, min_height=-(-height // 8),
+                               min_width=-(-width // 8))
+    return (time.perf_counter() - tick) / len(paths)
+
+
+def large_photo_check(folder: Path) -> tuple[float, float, float, int, int]:
+    """Seconds per photo for digitscan's decoding alone, for draft decoding + preprocessing and for full
+    decoding + preprocessing, and how many predictions of the last two agree."""
     import torch
 
-    from digitscan.decode import load_grey
+    from digitscan.decode import COARSE_SIDE, load_grey
     from digitscan.model import load_archive
     from digitscan.preprocess import prepare
 
@@ -139,9 +169,14 @@ def large_photo_check(folder: Path) -> tuple[float, float, int, int]:
             digits = model(torch.from_numpy(np.stack(pixels)).unsqueeze(1)).argmax(1).tolist()
         return seconds, digits
 
+    tick = time.perf_counter()
+    for p in paths:
+        load_grey(p, COARSE_SIDE)
+    decode_s = (time.perf_counter() - tick) / len(paths)
     draft_s, draft_digits = score(load_grey)
     full_s, full_digits = score(lambda p: load_grey(Image.open(p)))  # opened first: no draft mode
-    return draft_s, full_s, sum(a == b for a, b in zip(draft_digits, full_digits, strict=True)), len(paths)
+    same = sum(a == b for a, b in zip(draft_digits, full_digits, strict=True))
+    return decode_s, draft_s, full_s, same, len(paths)
 
 
 def main() -> None:
@@ -163,12 +198,14 @@ def main() -> None:
     start_s, _ = timed([digitscan, "run", str(one), "--quiet", "--out", str(OUT / "one.csv")])
     print(f"start-up: 'digitscan --help' {help_s:.2f} s; 'digitscan run' on one image {start_s:.2f} s")
 
-    floor = decode_floor(small)
-    print(f"decode-only floor (small JPEG, greyscale): {floor:,.0f} images/s per core, {floor * cores:,.0f} on {cores}")
+    turbo, pillow = decode_floor(small)
+    print(f"decode-only floor (small JPEG, read + decode to grey): libjpeg-turbo {turbo:,.0f} images/s per core, "
+          f"{turbo * cores:,.0f} on {cores} (Pillow {pillow:,.0f} per core)")
 
     stages = stage_costs(small)
     print("where the time goes, per image on one core: " +
           ", ".join(f"{name} {us:.0f} us" for name, us in stages.items()))
+    floor = cores * 1e6 / sum(stages.values())
 
     seed_s, seed_mb = timed([sys.executable, str(OUT / "seed_loop.py"), str(small), str(OUT / "seed.csv")])
     ours_s, ours_mb = timed([digitscan, "run", str(small), "--quiet", "--out", str(OUT / "ours.csv")])
@@ -177,11 +214,23 @@ def main() -> None:
     print(f"  seeds' loop     {seed_s:7.2f} s  {n / seed_s:8,.0f} images/s  peak {seed_mb} MiB")
     print(f"  digitscan run   {ours_s:7.2f} s  {n / ours_s:8,.0f} images/s  peak {ours_mb} MiB")
     print(f"  speed-up        {seed_s / ours_s:7.1f}x")
+    half = OUT / f"half_{n}"
+    if not half.exists():
+        half.mkdir()
+        for source in sorted(small.iterdir())[: n // 2]:
+            os.link(source, half / source.name)
+    half_s, _ = timed([digitscan, "run", str(half), "--quiet", "--out", str(OUT / "half.csv")])
+    steady = (n - n // 2) / (ours_s - half_s)
+    print(f"  steady state    {steady:8,.0f} images/s (start-up excluded), {steady / floor:.0%} of the floor: "
+          f"{floor:,.0f} images/s for decode + preprocess + model on {cores} cores")
 
-    draft_s, full_s, same, total = large_photo_check(large)
+    decode_s, draft_s, full_s, same, total = large_photo_check(large)
+    eighth_s = libjpeg_eighth(large)
     big_s, _ = timed([digitscan, "run", str(large), "--quiet", "--out", str(OUT / "large.csv")])
     print(f"{total} large photos (3000 x 4000 JPEG), per image in one process:")
-    print(f"  draft decode    {draft_s * 1000:7.1f} ms")
+    print(f"  libjpeg 1/8     {eighth_s * 1000:7.1f} ms   read + entropy-decode at 1/8 scale: the floor")
+    print(f"  decode          {decode_s * 1000:7.1f} ms   digitscan's first look, {decode_s / eighth_s:.2f}x the floor")
+    print(f"  draft decode    {draft_s * 1000:7.1f} ms   and preprocessing")
     print(f"  full decode     {full_s * 1000:7.1f} ms   draft is {full_s / draft_s:.1f}x faster; "
           f"same prediction on {same}/{total}")
     print(f"  digitscan run   {big_s:7.2f} s for {total} ({total / big_s:.1f} images/s, start-up included)")

@@ -67,18 +67,20 @@ def load_grey(source: str | Path | Image.Image, side: int = FINE_SIDE) -> np.nda
         return _to_array(_reduce(_upright(source), side))
     try:
         _check_regular(source)
-        with _time_limit(MAX_DECODE_SECONDS), warnings.catch_warnings(), open(source, "rb") as file:
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with open(source, "rb") as file:
+            # A sequential JPEG's cost is bounded by its size: only Pillow's decoding needs the timer.
             if file.read(len(JPEG_START)) == JPEG_START and os.fstat(file.fileno()).st_size <= MAX_TURBO_BYTES:
                 turbo = _turbo_jpeg(JPEG_START + file.read(), side)
                 if turbo is not None:
                     return turbo
             file.seek(0)
-            with Image.open(file) as im:
-                _check_size(*im.size)
-                if im.format == "JPEG" and im.mode in ("L", "RGB", "YCbCr"):
-                    im.draft("L", (side, side))
-                return _to_array(_reduce(_upright(im), side))
+            with _time_limit(MAX_DECODE_SECONDS), warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(file) as im:
+                    _check_size(*im.size)
+                    if im.format == "JPEG" and im.mode in ("L", "RGB", "YCbCr"):
+                        im.draft("L", (side, side))
+                    return _to_array(_reduce(_upright(im), side))
     except DecodeError:
         raise
     except _TooSlow:
@@ -160,6 +162,8 @@ def _turbo_jpeg(data: bytes, side: int) -> np.ndarray | None:
                                       min_height=-(-height // scale), min_width=-(-width // scale))
     except ValueError:  # damaged or unusual: Pillow reads what can be read, or says why not
         return None
+    if layout[1] is None and _reduction(grey.shape[:2], side) < 2:
+        return grey[:, :, 0]  # as it stands: the common case costs no copy
     im = Image.fromarray(grey[:, :, 0])
     if layout[1] is not None:
         im.info["exif"] = layout[1]
@@ -221,7 +225,7 @@ def _flatten(rgba: Image.Image) -> Image.Image:
 def _reduce(im: Image.Image, side: int) -> Image.Image:
     """Reduce by an integer factor to about `side` on the shorter side, and to at most MAX_SIDE on the
     longer (a thin strip is no digit, but must not cost gigabytes); deep images stay deep."""
-    factor = max(math.floor(min(im.size) / side), math.ceil(max(im.size) / MAX_SIDE))
+    factor = _reduction(im.size, side)
     if factor >= 2:
         if im.mode in ("I;16", "I;16B", "I;16L"):
             im = im.convert("I")
@@ -229,6 +233,11 @@ def _reduce(im: Image.Image, side: int) -> Image.Image:
             im = im.convert("RGB")
         im = im.reduce(factor)
     return im
+
+
+def _reduction(size: tuple[int, ...], side: int) -> int:
+    """The integer factor `_reduce` divides an image's sides by (1 or less: none)."""
+    return max(math.floor(min(size) / side), math.ceil(max(size) / MAX_SIDE))
 
 
 def _to_array(im: Image.Image) -> np.ndarray:
