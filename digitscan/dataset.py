@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .decode import COARSE_SIDE, FINE_SIDE, DecodeError, load_grey
+from .decode import COARSE_SIDE, FINE_SIDE, DecodeError, load_grey, plain_jpeg_bytes
 from .defaults import RUN_BATCH
 from .preprocess import FRAME, Invert, Prepared, prepare_batch
 
@@ -19,23 +19,27 @@ OK, BLANK, ERROR = "ok", "blank", "error"
 
 @dataclass(frozen=True)
 class Item:
-    """One decoded and preprocessed input; `pixels` is None unless status is ok."""
+    """One decoded and preprocessed input; `pixels` is None unless status is ok. A JPEG handed over to be
+    decoded on the model's device has only its file's bytes, in `encoded`."""
 
     index: int
     pixels: np.ndarray | None
     inverted: bool | None
     status: str
     error: str = ""
+    encoded: bytes | None = None
 
 
 @dataclass
 class Batch:
-    """Items collated for the model: `pixels` holds only the ok items, in `ok` order."""
+    """Items collated for the model: `pixels` holds only the ok items, in `ok` order. `encoded` holds
+    the items handed over as JPEG bytes (their positions in `items`, and the bytes)."""
 
     indices: list[int]
     pixels: torch.Tensor
     ok: list[int]
     items: list[Item]
+    encoded: list[tuple[int, bytes]] = field(default_factory=list)
 
     def pin_memory(self) -> Batch:
         self.pixels = self.pixels.pin_memory()
@@ -46,12 +50,14 @@ class ScanDataset(Dataset[Item]):
     """Reads `sources[i]` (a path or a PIL image) and prepares it as MNIST would. Never raises for bad input.
 
     The DataLoader fetches a batch at a time (`__getitems__`): each image is decoded on its own, then
-    the batch is preprocessed together.
+    the batch is preprocessed together. With `hand_over`, plain JPEGs are only read, for the model's
+    device to decode and prepare (`ondevice.py`).
     """
 
-    def __init__(self, sources: Sequence[str | Image.Image], invert: Invert = "auto") -> None:
+    def __init__(self, sources: Sequence[str | Image.Image], invert: Invert = "auto", hand_over: bool = False) -> None:
         self.sources = sources
         self.invert = invert
+        self.hand_over = hand_over
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -60,14 +66,18 @@ class ScanDataset(Dataset[Item]):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[Item]:
+        handed: dict[int, Item] = {}
+        for i in indices if self.hand_over else ():
+            source = self.sources[i]
+            data = plain_jpeg_bytes(source) if isinstance(source, str) else None
+            if data is not None:
+                handed[i] = Item(i, None, None, OK, encoded=data)
         failed: dict[int, Item] = {}
-        greys = self._decode(indices, COARSE_SIDE, failed)
+        greys = self._decode([i for i in indices if i not in handed], COARSE_SIDE, failed)
         prepared = self._prepare(greys, failed)
-        # Little or no ink in what may be a reduced image: look again at a finer resolution.
-        again = [i for i, p in prepared.items()
-                 if p.extent < 2 * COARSE_SIDE // 3 and COARSE_SIDE <= min(greys[i].shape) < 2 * COARSE_SIDE]
+        again = [i for i, p in prepared.items() if look_again(p.extent, greys[i].shape)]
         prepared |= self._prepare(self._decode(again, FINE_SIDE, failed), failed)
-        return [failed[i] if i in failed else _item(i, prepared[i]) for i in indices]
+        return [handed.get(i) or failed.get(i) or _item(i, prepared[i]) for i in indices]
 
     def _decode(self, indices: Sequence[int], side: int, failed: dict[int, Item]) -> dict[int, np.ndarray]:
         greys = {}
@@ -91,6 +101,12 @@ class ScanDataset(Dataset[Item]):
             for i in greys:
                 failed[i] = _unexpected(i, exc)
             return {}
+
+
+def look_again(extent: int, shape: Sequence[int]) -> bool:
+    """Whether an image read at COARSE_SIDE, whose ink spans `extent` pixels, is to be read again at
+    FINE_SIDE: little or no ink in what may be a reduced image."""
+    return extent < 2 * COARSE_SIDE // 3 and COARSE_SIDE <= min(shape) < 2 * COARSE_SIDE
 
 
 def _item(index: int, prepared: Prepared) -> Item:
@@ -120,7 +136,8 @@ def collate(items: list[Item]) -> Batch:
     else:
         pixels = torch.empty(0, 1, FRAME, FRAME)
     light = [Item(it.index, None, it.inverted, it.status, it.error) for it in items]
-    return Batch([it.index for it in items], pixels, ok, light)
+    encoded = [(pos, item.encoded) for pos, item in enumerate(items) if item.encoded is not None]
+    return Batch([it.index for it in items], pixels, ok, light, encoded)
 
 
 def make_loader(dataset: ScanDataset, batch_size: int, workers: int, pin_memory: bool,

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import simplejpeg
@@ -69,10 +70,10 @@ def load_grey(source: str | Path | Image.Image, side: int = FINE_SIDE) -> np.nda
         _check_regular(source)
         with open(source, "rb") as file:
             # A sequential JPEG's cost is bounded by its size: only Pillow's decoding needs the timer.
-            if file.read(len(JPEG_START)) == JPEG_START and os.fstat(file.fileno()).st_size <= MAX_TURBO_BYTES:
-                turbo = _turbo_jpeg(JPEG_START + file.read(), side)
-                if turbo is not None:
-                    return turbo
+            data = _jpeg_bytes(file)
+            turbo = None if data is None else _turbo_jpeg(data, side)
+            if turbo is not None:
+                return turbo
             file.seek(0)
             with _time_limit(MAX_DECODE_SECONDS), warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -146,27 +147,69 @@ def _check_size(w: int, h: int) -> None:
         raise DecodeError(f"refused: {w}x{h} is over the {MAX_PIXELS:,}-pixel limit (possible decompression bomb)")
 
 
-def _turbo_jpeg(data: bytes, side: int) -> np.ndarray | None:
-    """A plain JPEG's grey levels by libjpeg-turbo, as `load_grey` gives them; None where Pillow must decode."""
+def plain_jpeg_bytes(source: str | Path) -> bytes | None:
+    """A file's bytes, when it is a plain JPEG that needs no turning (no EXIF orientation) and no more
+    than MAX_PIXELS: what a device's decoder takes whole. None for any other file, readable or not
+    (`load_grey` then reads it, or says what is wrong)."""
+    try:
+        _check_regular(source)
+        with open(source, "rb") as file:
+            data = _jpeg_bytes(file)
+    except (OSError, DecodeError):
+        return None
+    plain = None if data is None else _plain_jpeg(data)
+    if plain is None or not 0 < plain[0] * plain[1] <= MAX_PIXELS or _orientation(plain[2]) != 1:
+        return None
+    return data
+
+
+def _jpeg_bytes(file: BinaryIO) -> bytes | None:
+    """The whole file, when it starts as a JPEG does and is small enough to hold in memory."""
+    if file.read(len(JPEG_START)) != JPEG_START or os.fstat(file.fileno()).st_size > MAX_TURBO_BYTES:
+        return None
+    return JPEG_START + file.read()
+
+
+def _plain_jpeg(data: bytes) -> tuple[int, int, bytes | None] | None:
+    """Width, height and EXIF block of a JPEG that libjpeg-turbo decodes in one pass (sequential, grey
+    or YCbCr); None for any other."""
     layout = _jpeg_layout(data)
     if layout is None or layout[0] not in SEQUENTIAL_FRAMES:
         return None
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-        if colorspace not in ("Gray", "YCbCr"):
-            return None
-        _check_size(width, height)
-        # Pillow's draft: the largest DCT scale that leaves both sides at least `side`.
-        scale = next((d for d in DRAFT_SCALES if min(width, height) // side >= d), 1)
+    except ValueError:
+        return None
+    return (width, height, layout[1]) if colorspace in ("Gray", "YCbCr") else None
+
+
+def _orientation(exif: bytes | None) -> int:
+    if exif is None:
+        return 1
+    tags = Image.Exif()
+    tags.load(exif)
+    return int(tags.get(ExifTags.Base.Orientation, 1))
+
+
+def _turbo_jpeg(data: bytes, side: int) -> np.ndarray | None:
+    """A plain JPEG's grey levels by libjpeg-turbo, as `load_grey` gives them; None where Pillow must decode."""
+    plain = _plain_jpeg(data)
+    if plain is None:
+        return None
+    width, height, exif = plain
+    _check_size(width, height)
+    # Pillow's draft: the largest DCT scale that leaves both sides at least `side`.
+    scale = next((d for d in DRAFT_SCALES if min(width, height) // side >= d), 1)
+    try:
         grey = simplejpeg.decode_jpeg(data, colorspace="GRAY", min_factor=scale,
                                       min_height=-(-height // scale), min_width=-(-width // scale))
-    except ValueError:  # damaged or unusual: Pillow reads what can be read, or says why not
+    except ValueError:  # damaged: Pillow reads what can be read, or says why not
         return None
-    if layout[1] is None and _reduction(grey.shape[:2], side) < 2:
+    if exif is None and reduction(grey.shape[:2], side) < 2:
         return grey[:, :, 0]  # as it stands: the common case costs no copy
     im = Image.fromarray(grey[:, :, 0])
-    if layout[1] is not None:
-        im.info["exif"] = layout[1]
+    if exif is not None:
+        im.info["exif"] = exif
     return _to_array(_reduce(_upright(im), side))
 
 
@@ -225,7 +268,7 @@ def _flatten(rgba: Image.Image) -> Image.Image:
 def _reduce(im: Image.Image, side: int) -> Image.Image:
     """Reduce by an integer factor to about `side` on the shorter side, and to at most MAX_SIDE on the
     longer (a thin strip is no digit, but must not cost gigabytes); deep images stay deep."""
-    factor = _reduction(im.size, side)
+    factor = reduction(im.size, side)
     if factor >= 2:
         if im.mode in ("I;16", "I;16B", "I;16L"):
             im = im.convert("I")
@@ -235,8 +278,8 @@ def _reduce(im: Image.Image, side: int) -> Image.Image:
     return im
 
 
-def _reduction(size: tuple[int, ...], side: int) -> int:
-    """The integer factor `_reduce` divides an image's sides by (1 or less: none)."""
+def reduction(size: tuple[int, ...], side: int) -> int:
+    """The integer factor an image's sides are divided by to reach about `side` (1 or less: none)."""
     return max(math.floor(min(size) / side), math.ceil(max(size) / MAX_SIDE))
 
 

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 
 Invert = Literal["auto", "yes", "no"]
+Grey = np.ndarray | torch.Tensor
+"""A greyscale image, H x W: uint8, or floats in [0, 1]."""
 
 BOX, FRAME = 20, 28
 MEAN, STD = 0.1307, 0.3081
@@ -100,8 +102,9 @@ def prepare(grey: np.ndarray, invert: Invert = "auto") -> Prepared:
     return prepare_batch([grey], invert)[0]
 
 
-def prepare_batch(greys: Sequence[np.ndarray], invert: Invert = "auto") -> PreparedBatch:
-    """Prepare greyscale arrays of any sizes together (see the module's steps)."""
+def prepare_batch(greys: Sequence[Grey], invert: Invert = "auto") -> PreparedBatch:
+    """Prepare greyscale arrays of any sizes together (see the module's steps). It runs on the default
+    device (`with torch.device("cuda"):` runs it on a GPU), whatever device the arrays are on."""
     n = len(greys)
     out = PreparedBatch(torch.zeros(n, FRAME, FRAME), torch.zeros(n, dtype=torch.bool),
                         torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.long))
@@ -120,16 +123,20 @@ def prepare_batch(greys: Sequence[np.ndarray], invert: Invert = "auto") -> Prepa
     return out
 
 
-def _pad(greys: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _pad(greys: Sequence[Grey]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One zero-padded N x H x W canvas of values in [0, 1] (images at the top left), with each image's
     height and width."""
     h = torch.tensor([g.shape[0] for g in greys])
     w = torch.tensor([g.shape[1] for g in greys])
     canvas = torch.zeros(len(greys), int(h.max()), int(w.max()))
-    filling = canvas.numpy()
-    for k, g in enumerate(greys):
-        filling[k, :g.shape[0], :g.shape[1]] = g
-    scale = torch.tensor([1.0 / 255.0 if g.dtype == np.uint8 else 1.0 for g in greys])
+    if canvas.device.type == "cpu":
+        filling = canvas.numpy()
+        for k, g in enumerate(greys):
+            filling[k, :g.shape[0], :g.shape[1]] = np.asarray(g)
+    else:
+        for k, g in enumerate(greys):
+            canvas[k, :g.shape[0], :g.shape[1]] = torch.as_tensor(g)
+    scale = torch.tensor([1.0 / 255.0 if g.dtype in (np.uint8, torch.uint8) else 1.0 for g in greys])
     return canvas.mul_(scale.view(-1, 1, 1)), h, w
 
 

@@ -14,11 +14,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from .dataset import ERROR, OK, Batch, ScanDataset, make_loader
+from .dataset import BLANK, ERROR, OK, Batch, Item, ScanDataset, make_loader
 from .defaults import RUN_BATCH
 from .devices import describe, pick_device
 from .frames import to_uint8
 from .model import WeightsError, default_weights, load_archive
+from .ondevice import prepare_on_device
 from .preprocess import Invert
 
 LARGE_INPUT = 16 << 20
@@ -49,8 +50,11 @@ class Scorer:
     """A loaded model on a device; `score` turns sources (paths or PIL images) into Results."""
 
     def __init__(self, weights: str | Path | None = None, device: str = "auto", batch_size: int = RUN_BATCH,
-                 workers: int | None = None, invert: Invert = "auto", keep_frames: bool = False) -> None:
+                 workers: int | None = None, invert: Invert = "auto", keep_frames: bool = False,
+                 decode_on_device: bool | None = None) -> None:
         self.device = pick_device(device)
+        # On a GPU, plain JPEGs are decoded and prepared there (ondevice.py); None: only on a GPU.
+        self.decode_on_device = self.device.type == "cuda" if decode_on_device is None else decode_on_device
         self.weights = default_weights() if weights is None else Path(weights)
         self.model = load_archive(self.weights, self.device)
         self.batch_size = batch_size
@@ -67,7 +71,7 @@ class Scorer:
         """
         skipped = set(skip)
         todo = [i for i in range(len(sources)) if i not in skipped]
-        dataset = ScanDataset(sources, self.invert)
+        dataset = ScanDataset(sources, self.invert, hand_over=self.decode_on_device)
         workers, batch_size = self._plan(sources, todo)
         threads = torch.get_num_threads()
         if self.device.type == "cpu" and workers:
@@ -111,11 +115,34 @@ class Scorer:
                 continue
             todo, isolating = todo[len(chunk):], False
 
+    def _prepare_handed(self, batch: Batch, sources: Sequence[str | Image.Image]) -> Batch:
+        """The batch with the JPEGs handed over as bytes decoded and prepared on the device; should its
+        decoder refuse them, each of those files is read on the CPU instead."""
+        positions = [pos for pos, _ in batch.encoded]
+        indices = [batch.items[pos].index for pos in positions]
+        prepared = prepare_on_device([data for _, data in batch.encoded], self.device, self.invert)
+        if prepared is None:
+            done = ScanDataset(sources, self.invert).__getitems__(indices)
+            frames = [torch.from_numpy(item.pixels) for item in done if item.pixels is not None]
+            pixels = torch.stack(frames) if frames else torch.empty(0, *batch.pixels.shape[2:])
+        else:
+            done = [Item(i, None, bool(inv), BLANK if blank else OK)
+                    for i, inv, blank in zip(indices, prepared.inverted.tolist(), prepared.blank.tolist(), strict=True)]
+            pixels = prepared.pixels[~prepared.blank]
+        items = list(batch.items)
+        for pos, item in zip(positions, done, strict=True):
+            items[pos] = Item(item.index, None, item.inverted, item.status, item.error)
+        ok = batch.ok + [pos for pos, item in zip(positions, done, strict=True) if item.status == OK]
+        pixels = torch.cat([batch.pixels.to(self.device), pixels.unsqueeze(1).to(self.device)])
+        return Batch(batch.indices, pixels, ok, items)
+
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         return check_scores(self.model(x), len(x), self.weights)
 
     @torch.inference_mode()
     def _results(self, batch: Batch, sources: Sequence[str | Image.Image]) -> list[Result]:
+        if batch.encoded:
+            batch = self._prepare_handed(batch, sources)
         probs = None
         results = []
         if batch.ok:
@@ -128,7 +155,7 @@ class Scorer:
             if item.status == OK and probs is not None:
                 n = row[pos]
                 results.append(Result(name, int(digit[n]), float(conf[n]), item.inverted, OK, probs=probs[n].tolist(),
-                                      frame=to_uint8(batch.pixels[n]) if self.keep_frames else None))
+                                      frame=to_uint8(batch.pixels[n].cpu()) if self.keep_frames else None))
             else:
                 results.append(Result(name, None, None, item.inverted, item.status, item.error))
         return results

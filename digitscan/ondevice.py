@@ -1,0 +1,53 @@
+"""The GPU pipeline: JPEG bytes decoded on the model's device (nvJPEG on a GPU) and preprocessed there.
+
+The loader workers only read the files (`ScanDataset(hand_over=True)`); here a batch of bytes is
+decoded at full size in one call, reduced by the same integer factors as `decode.load_grey` reduces
+(a box filter), and prepared by `preprocess.prepare_batch` on the device, with the same second look
+at a finer resolution. On the CPU the same code runs with libjpeg-turbo: that is how it is tested.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .dataset import look_again
+from .decode import COARSE_SIDE, FINE_SIDE, reduction
+from .preprocess import Invert, PreparedBatch, prepare_batch
+
+
+def prepare_on_device(encoded: Sequence[bytes], device: torch.device, invert: Invert) -> PreparedBatch | None:
+    """Decode and prepare JPEG files' bytes on `device`; None when its decoder refuses the batch (a
+    damaged file among them: the caller then reads each file on the CPU, which says what is wrong)."""
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its decoders in favour of TorchCodec, which has no nvJPEG batch
+        # decoding for still images yet; the warning would only reach users, who can do nothing about it.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_jpeg  # here: importing torchvision takes seconds
+
+        data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in encoded]
+        try:
+            greys = [g[0] for g in decode_jpeg(data, mode=ImageReadMode.GRAY, device=device)]
+        except RuntimeError:
+            return None
+    with torch.device(device):
+        coarse = [_reduced(g, COARSE_SIDE) for g in greys]
+        prepared = prepare_batch(coarse, invert)
+        again = [k for k, g in enumerate(coarse) if look_again(int(prepared.extent[k]), g.shape)]
+        if again:
+            finer = prepare_batch([_reduced(greys[k], FINE_SIDE) for k in again], invert)
+            rows = torch.tensor(again)
+            prepared.pixels[rows], prepared.inverted[rows] = finer.pixels, finer.inverted
+            prepared.blank[rows], prepared.extent[rows] = finer.blank, finer.extent
+    return prepared
+
+
+def _reduced(grey: torch.Tensor, side: int) -> torch.Tensor:
+    """An H x W uint8 image reduced as `decode.load_grey` reduces (an integer factor, averaging boxes)."""
+    factor = reduction(tuple(grey.shape), side)
+    if factor < 2:
+        return grey
+    return F.avg_pool2d(grey[None, None].float().div_(255.0), factor, ceil_mode=True)[0, 0]
