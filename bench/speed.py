@@ -2,6 +2,7 @@
 
     python bench/speed.py                      # 20,000 small scans, 40 large photos, 100,000-file memory run
     python bench/speed.py --small 2000 --large 10 --memory-files 0   # a quick look
+    python bench/speed.py --gpu-small 200000 --gpu-large 2000        # CPU against GPU, where there is one
 
 Builds its inputs under bench/out/, then prints images per second for each way of scoring, their
 ratio, the decode-only floor, start-up time and peak memory (largest process, workers included).
@@ -179,11 +180,33 @@ def large_photo_check(folder: Path) -> tuple[float, float, float, int, int]:
     return decode_s, draft_s, full_s, same, len(paths)
 
 
+def gpu_figures(digitscan: str, small: int, large: int) -> None:
+    """Images per second, start-up included, with `--device cpu` and `--device cuda` (the GPU pipeline:
+    nvJPEG decoding and preprocessing on the GPU), when there is a GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        print("CPU against GPU: no CUDA GPU here")
+        return
+    print(f"CPU against GPU ({torch.cuda.get_device_name(0)}), whole process, start-up included:")
+    for count, size, seed in ((small, (110, 120), 3), (large, (3000, 4000), 4)):
+        if not count:
+            continue
+        folder = make_inputs(OUT / f"gpu_{count}_{size[0]}", count, size, 90, seed=seed)
+        for device in ("cpu", "cuda"):
+            seconds, _ = timed([digitscan, "run", str(folder), "--quiet", "--device", device,
+                                "--out", str(OUT / f"gpu_{device}.csv")])
+            print(f"  {count:,} of {size[0]} x {size[1]} on {device:4s} {seconds:8.2f} s  "
+                  f"{count / seconds:9,.0f} images/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", type=int, default=20_000, help="small scans (about 110 x 120 px)")
     parser.add_argument("--large", type=int, default=40, help="large photos (3000 x 4000 px)")
     parser.add_argument("--memory-files", type=int, default=100_000, help="files for the memory run (0: skip)")
+    parser.add_argument("--gpu-small", type=int, default=200_000, help="small scans for CPU against GPU (0: skip)")
+    parser.add_argument("--gpu-large", type=int, default=2_000, help="large photos for CPU against GPU (0: skip)")
     args = parser.parse_args()
     digitscan = str(Path(sys.executable).with_name("digitscan"))
     cores = len(os.sched_getaffinity(0))
@@ -234,6 +257,9 @@ def main() -> None:
     print(f"  full decode     {full_s * 1000:7.1f} ms   draft is {full_s / draft_s:.1f}x faster; "
           f"same prediction on {same}/{total}")
     print(f"  digitscan run   {big_s:7.2f} s for {total} ({total / big_s:.1f} images/s, start-up included)")
+
+    if args.gpu_small or args.gpu_large:
+        gpu_figures(digitscan, args.gpu_small, args.gpu_large)
 
     if args.memory_files:
         many = OUT / f"many_{args.memory_files}"
