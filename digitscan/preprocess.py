@@ -420,17 +420,23 @@ def _drop_border_clutter(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) ->
     step = max(1, math.ceil(max(height, width) / CLUTTER_GRID))
     on = (F.max_pool2d(ink.unsqueeze(1), step, ceil_mode=True)[:, 0] if step > 1 else ink) > FAINT_INK / 2
     gh, gw = (-(-h // step)).view(n, 1, 1), (-(-w // step)).view(n, 1, 1)
-    iy, ix = torch.arange(on.shape[1]).view(1, -1, 1), torch.arange(on.shape[2]).view(1, 1, -1)
-    edges = [on & (ix < CLUTTER_EDGE), on & (ix >= gw - CLUTTER_EDGE), on & (iy < CLUTTER_EDGE),
-             on & (iy >= gh - CLUTTER_EDGE)]
-    along = torch.stack([e.any(dim=2).sum(dim=1) / gh.flatten() for e in edges[:2]]
-                        + [e.any(dim=1).sum(dim=1) / gw.flatten() for e in edges[2:]], dim=1)
+    # The strips along each image's four edges (the canvas is padded: the far edges vary).
+    strip = torch.arange(CLUTTER_EDGE)
+    far_cols = (gw - CLUTTER_EDGE + strip.view(1, 1, -1)).clamp(min=0).expand(n, on.shape[1], CLUTTER_EDGE)
+    far_rows = (gh - CLUTTER_EDGE + strip.view(1, -1, 1)).clamp(min=0).expand(n, CLUTTER_EDGE, on.shape[2])
+    along = torch.stack([on[:, :, :CLUTTER_EDGE].any(dim=2).sum(dim=1) / gh.flatten(),
+                         on.gather(2, far_cols).any(dim=2).sum(dim=1) / gh.flatten(),
+                         on[:, :CLUTTER_EDGE, :].any(dim=1).sum(dim=1) / gw.flatten(),
+                         on.gather(1, far_rows).any(dim=1).sum(dim=1) / gw.flatten()], dim=1)
     applies = (along.amax(dim=1) >= CLUTTER_SPAN) & (torch.minimum(h, w) >= 40)
     if not bool(applies.any()):
         return ink
     k = torch.nonzero(applies).flatten()
-    grid_on = on[k].unsqueeze(1).float()
-    reached = (edges[0] | edges[1] | edges[2] | edges[3])[k].unsqueeze(1).float()
+    grid_on = on[k].unsqueeze(1)
+    iy, ix = torch.arange(on.shape[1]).view(1, -1, 1), torch.arange(on.shape[2]).view(1, 1, -1)
+    edge = (ix < CLUTTER_EDGE) | (ix >= gw[k] - CLUTTER_EDGE) | (iy < CLUTTER_EDGE) | (iy >= gh[k] - CLUTTER_EDGE)
+    reached = (grid_on & edge.unsqueeze(1)).float()
+    grid_on = grid_on.float()
     for i in range(4 * CLUTTER_GRID):  # flood the ink from the edges
         grown = F.max_pool2d(reached, 3, stride=1, padding=1) * grid_on
         if i % 8 == 7 and torch.equal(grown, reached):
