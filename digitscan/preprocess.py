@@ -362,8 +362,15 @@ def _ink_floor(noise: torch.Tensor) -> torch.Tensor:
 
 
 def _median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Each row's median over its masked values (0 where none is)."""
-    return torch.where(mask, values, torch.nan).nanmedian(dim=1).values.nan_to_num(0.0)
+    """Each row's median over its masked values (the lower of the middle two, as `nanmedian` takes it;
+    0 where none is)."""
+    if values.device.type != "cpu":
+        return torch.where(mask, values, torch.nan).nanmedian(dim=1).values.nan_to_num(0.0)
+    # On a CPU numpy's sort is about twice as fast as torch's nanmedian; masked values sort last.
+    ordered = np.sort(torch.where(mask, values, torch.inf).numpy(), axis=1)
+    count = mask.sum(dim=1)
+    middle = np.take_along_axis(ordered, ((count - 1).clamp(min=0) // 2).numpy()[:, None], axis=1)[:, 0]
+    return torch.where(count > 0, torch.from_numpy(middle), 0.0)
 
 
 def ink_is_dark(beyond: torch.Tensor) -> torch.Tensor:

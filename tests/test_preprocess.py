@@ -277,3 +277,16 @@ def test_floor_along_the_photo_edge_is_not_taken_for_ink():
     got = prepare(photo)
     assert got.inverted is True and got.extent < 60
     assert _overlap(got.pixels * STD + MEAN, pixels01(digit)) > 0.85
+
+
+def test_the_cpus_median_is_torchs_nanmedian():
+    """Preprocessing takes medians with numpy's sort on a CPU (faster) and torch's nanmedian elsewhere."""
+    import torch
+
+    from digitscan.preprocess import _median
+
+    values = torch.rand(64, 101)
+    mask = torch.rand(64, 101) > 0.4
+    mask[0], mask[1, 1:], mask[2, 2:] = False, False, False  # no value, one value, two values
+    expected = torch.where(mask, values, torch.nan).nanmedian(dim=1).values.nan_to_num(0.0)
+    assert torch.equal(_median(values, mask), expected)
