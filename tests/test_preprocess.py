@@ -6,11 +6,12 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from conftest import draw_digit, grey
 from PIL import Image, ImageFilter, ImageOps
 
 from digitscan.decode import load_grey
-from digitscan.preprocess import MEAN, STD, prepare
+from digitscan.preprocess import MEAN, STD, _median, prepare
 
 
 def pixels01(img_or_array) -> np.ndarray:
@@ -281,10 +282,6 @@ def test_floor_along_the_photo_edge_is_not_taken_for_ink():
 
 def test_the_cpus_median_is_torchs_nanmedian():
     """Preprocessing takes medians with numpy's sort on a CPU (faster) and torch's nanmedian elsewhere."""
-    import torch
-
-    from digitscan.preprocess import _median
-
     values = torch.rand(64, 101)
     mask = torch.rand(64, 101) > 0.4
     mask[0], mask[1, 1:], mask[2, 2:] = False, False, False  # no value, one value, two values
