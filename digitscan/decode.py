@@ -183,12 +183,24 @@ def _plain_jpeg(data: bytes) -> tuple[int, int, bytes | None] | None:
     return (width, height, layout[1]) if colorspace in ("Gray", "YCbCr") else None
 
 
-def _orientation(exif: bytes | None) -> int:
-    if exif is None:
+def _orientation(source: Image.Image | bytes | None) -> int:
+    """The EXIF orientation of an image, or of a raw EXIF block: 1 is as stored. A broken block counts
+    as 1: the picture is still there, and viewers show it so."""
+    if source is None:
         return 1
-    tags = Image.Exif()
-    tags.load(exif)
-    return int(tags.get(ExifTags.Base.Orientation, 1))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns of corrupt EXIF data as it reads on
+            if isinstance(source, Image.Image):
+                tags = source.getexif()
+            else:
+                tags = Image.Exif()
+                tags.load(source)
+            return int(tags.get(ExifTags.Base.Orientation, 1))
+    except _TooSlow:
+        raise
+    except Exception:  # metadata is any bytes a file holds: whatever Pillow's parser makes of them
+        return 1
 
 
 def _turbo_jpeg(data: bytes, side: int) -> np.ndarray | None:
@@ -232,7 +244,7 @@ def _jpeg_layout(data: bytes) -> tuple[int, bytes | None] | None:
 
 def _upright(im: Image.Image) -> Image.Image:
     """First frame, EXIF-rotated, transparency flattened (see `_flatten`)."""
-    if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+    if _orientation(im) != 1:
         im = ImageOps.exif_transpose(im)  # a copy: a caller's own image is never changed
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")

@@ -71,3 +71,13 @@ def test_a_damaged_jpeg_falls_back_to_pillow_and_says_why(tmp_path):
     assert decode._turbo_jpeg(path.read_bytes(), COARSE_SIDE) is None
     with pytest.raises(decode.DecodeError, match="truncated"):
         load_grey(path)
+
+
+@pytest.mark.parametrize("exif", [b"Exif\x00\x00not a TIFF header", b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff"])
+def test_a_broken_exif_block_is_ignored_as_viewers_ignore_it(tmp_path, monkeypatch, exif):
+    path = tmp_path / "scan.jpg"
+    draw_digit(size=(120, 110)).convert("RGB").save(path, exif=exif)
+    grey = load_grey(path, FINE_SIDE)
+    assert grey.shape == (110, 120) and grey.min() < 100 < 200 < grey.max()
+    assert np.array_equal(through_pillow(path, FINE_SIDE, monkeypatch), grey)
+    assert decode.plain_jpeg_bytes(path) == path.read_bytes()  # upright: a device may decode it
