@@ -69,7 +69,10 @@ class ScanDataset(Dataset[Item]):
         handed: dict[int, Item] = {}
         for i in indices if self.hand_over else ():
             source = self.sources[i]
-            data = plain_jpeg_bytes(source) if isinstance(source, str) else None
+            try:
+                data = plain_jpeg_bytes(source) if isinstance(source, str) else None
+            except Exception:  # a bug in reading the header must not cost the batch: decoded below instead
+                data = None
             if data is not None:
                 handed[i] = Item(i, None, None, OK, encoded=data)
         failed: dict[int, Item] = {}
