@@ -155,10 +155,11 @@ def plain_jpeg_bytes(source: str | Path) -> bytes | None:
         _check_regular(source)
         with open(source, "rb") as file:
             data = _jpeg_bytes(file)
+        plain = None if data is None else _plain_jpeg(data)
+        if plain is None or _orientation(plain[2]) != 1:
+            return None
+        _check_size(plain[0], plain[1])
     except (OSError, DecodeError):
-        return None
-    plain = None if data is None else _plain_jpeg(data)
-    if plain is None or not 0 < plain[0] * plain[1] <= MAX_PIXELS or _orientation(plain[2]) != 1:
         return None
     return data
 

@@ -36,7 +36,8 @@ def prepare_on_device(encoded: Sequence[bytes], device: torch.device, invert: In
     with torch.device(device):
         coarse = [_reduced(g, COARSE_SIDE) for g in greys]
         prepared = prepare_batch(coarse, invert)
-        again = [k for k, g in enumerate(coarse) if look_again(int(prepared.extent[k]), g.shape)]
+        extents = prepared.extent.tolist()  # one copy from the device, not one an image
+        again = [k for k, g in enumerate(coarse) if look_again(extents[k], g.shape)]
         if again:
             finer = prepare_batch([_reduced(greys[k], FINE_SIDE) for k in again], invert)
             rows = torch.tensor(again)
