@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -63,23 +64,36 @@ MAXRSS = "import resource,subprocess,sys;subprocess.run(sys.argv[1:],check=True)
          "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
 
 
-def make_inputs(folder: Path, count: int, size: tuple[int, int], quality: int, seed: int) -> Path:
-    """`count` JPEG scans of a dark digit-like stroke on light paper, each `size` (w, h)."""
+def make_inputs(folder: Path, count: int, size: tuple[int, int], quality: int, seed: int,
+                unique: int | None = None) -> Path:
+    """`count` JPEG scans of a dark digit-like stroke on light paper, each `size` (w, h), drawn on all
+    cores; with `unique`, only that many are drawn and the rest are hard links to them (the same bytes
+    to decode, without minutes of drawing)."""
     folder.mkdir(parents=True, exist_ok=True)
     if len(list(folder.iterdir())) == count:
         return folder
+    drawn = min(count, unique or count)
+    chunks = [(folder, range(k, min(k + 500, drawn)), size, quality, seed) for k in range(0, drawn, 500)]
+    with ProcessPoolExecutor() as pool:
+        list(pool.map(_draw, chunks))
+    for k in range(drawn, count):
+        os.link(folder / f"{k % drawn:06d}.jpg", folder / f"{k:06d}.jpg")
+    return folder
+
+
+def _draw(job: tuple[Path, range, tuple[int, int], int, int]) -> None:
+    """Draw the scans numbered in `job`'s range, each from its own seed."""
     from digitscan.synth import compose, ink_alpha, place
 
-    rng = np.random.default_rng(seed)
-    w, h = size
-    for k in range(count):
+    folder, numbers, (w, h), quality, seed = job
+    for k in numbers:
+        rng = np.random.default_rng([seed, k])
         yy, xx = np.mgrid[0:28, 0:28]
         ring = np.abs(np.hypot(yy - 14, (xx - 14) * rng.uniform(0.6, 1.4)) - rng.uniform(5, 9)) < 1.6
         digit = (ring * 255).astype(np.uint8)
         alpha = place(ink_alpha(digit, int(h * 0.6), rng), (h, w), rng)
         compose(alpha, (235, 230, 215), (30, 30, 40), rng, light=0.2, noise=4).save(folder / f"{k:06d}.jpg",
                                                                                       quality=quality)
-    return folder
 
 
 def timed(cmd: list[str]) -> tuple[float, int]:
@@ -194,22 +208,21 @@ def large_photo_check(folder: Path) -> tuple[float, float, float, int, int]:
 
 
 def gpu_figures(digitscan: str, small: int, large: int) -> None:
-    """Images per second, start-up included, with `--device cpu` and `--device cuda` (the GPU pipeline:
-    nvJPEG decoding and preprocessing on the GPU), when there is a GPU."""
+    """Images per second, start-up included, with the model on the CPU, on the GPU, and on the GPU with
+    `--gpu-decode` (nvJPEG decoding and preprocessing on the GPU), when there is a GPU."""
     import torch
 
     if not torch.cuda.is_available():
         print("CPU against GPU: no CUDA GPU here")
         return
     print(f"CPU against GPU ({torch.cuda.get_device_name(0)}), whole process, start-up included:")
-    for count, size, seed in ((small, (110, 120), 3), (large, (3000, 4000), 4)):
+    for count, size, seed, unique in ((small, (110, 120), 3, 20_000), (large, (3000, 4000), 4, 200)):
         if not count:
             continue
-        folder = make_inputs(OUT / f"gpu_{count}_{size[0]}", count, size, 90, seed=seed)
-        for device in ("cpu", "cuda"):
-            seconds, _ = timed([digitscan, "run", str(folder), "--quiet", "--device", device,
-                                "--out", str(OUT / f"gpu_{device}.csv")])
-            print(f"  {count:,} of {size[0]} x {size[1]} on {device:4s} {seconds:8.2f} s  "
+        folder = make_inputs(OUT / f"gpu_{count}_{size[0]}", count, size, 90, seed=seed, unique=unique)
+        for flags in (["--device", "cpu"], ["--device", "cuda"], ["--device", "cuda", "--gpu-decode"]):
+            seconds, _ = timed([digitscan, "run", str(folder), "--quiet", *flags, "--out", str(OUT / "gpu.csv")])
+            print(f"  {count:,} of {size[0]} x {size[1]}, {' '.join(flags):27s} {seconds:8.2f} s  "
                   f"{count / seconds:9,.0f} images/s")
 
 
