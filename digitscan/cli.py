@@ -115,6 +115,8 @@ def main() -> None:
 @click.option("--resume", is_flag=True, help="Keep the rows already in --out (CSV or JSONL) and score only the rest.")
 @click.option("--frames", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Keep the 28 x 28 frame the model saw for each image in DIR (for digitscan review).")
+@click.option("--gpu-decode", is_flag=True,
+              help="Decode plain JPEGs with nvJPEG and prepare them on the GPU instead of in the loader workers.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: decode and score on a Ray cluster (pip install 'digitscan[ray]').")
 @click.option("--address", default=None, help="With --engine ray: the cluster to join. [default: start a local one]")
@@ -124,7 +126,7 @@ def main() -> None:
               help="With --engine ray: GPUs reserved by each model actor.")
 def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, batch_size: int, workers: int | None,
         device: str, weights: Path | None, invert: Invert, probs: bool, quiet: bool, resume: bool, frames: Path | None,
-        engine: str, address: str | None, actors: int, gpus_per_actor: float) -> None:
+        gpu_decode: bool, engine: str, address: str | None, actors: int, gpus_per_actor: float) -> None:
     """Read the digit in each image of INPUT... and write one row per image.
 
     INPUT is any mix of folders (scanned for image files), image files, and - (paths read from
@@ -158,7 +160,8 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, bat
 
     opts = RunOptions(out=out, fmt=fmt, recursive=recursive, batch_size=batch_size, workers=workers, device=device,
                       weights=weights, invert=invert, probs=probs, quiet=quiet, resume=resume,
-                      engine=engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor, frames=frames)
+                      engine=engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor, frames=frames,
+                      gpu_decode=gpu_decode)
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     outcome = run_job(list(inputs), opts)
     if not quiet:

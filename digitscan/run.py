@@ -52,6 +52,8 @@ class RunOptions:
     gpus_per_actor: float = 0.0
     frames: Path | None = None
     """Keep each 28 x 28 frame the model saw in this folder, for `review`."""
+    gpu_decode: bool = False
+    """Decode plain JPEGs and prepare them on the model's device (nvJPEG on a GPU)."""
 
 
 @dataclass
@@ -72,7 +74,7 @@ def make_scorer(opts: RunOptions) -> Scorer | RayScorer:
             raise OutputError("--frames works with the local engine only")
         return RayScorer(opts.weights, opts.batch_size, opts.invert, opts.address, opts.actors, opts.gpus_per_actor)
     return Scorer(opts.weights, opts.device, opts.batch_size, opts.workers, opts.invert,
-                  keep_frames=opts.frames is not None)
+                  keep_frames=opts.frames is not None, decode_on_device=opts.gpu_decode)
 
 
 def make_frames_folder(folder: Path) -> None:

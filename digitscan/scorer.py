@@ -51,10 +51,10 @@ class Scorer:
 
     def __init__(self, weights: str | Path | None = None, device: str = "auto", batch_size: int = RUN_BATCH,
                  workers: int | None = None, invert: Invert = "auto", keep_frames: bool = False,
-                 decode_on_device: bool | None = None) -> None:
+                 decode_on_device: bool = False) -> None:
         self.device = pick_device(device)
-        # On a GPU, plain JPEGs are decoded and prepared there (ondevice.py); None: only on a GPU.
-        self.decode_on_device = self.device.type == "cuda" if decode_on_device is None else decode_on_device
+        self.decode_on_device = decode_on_device
+        """Plain JPEGs decoded and prepared on the model's device (ondevice.py), not in the loader workers."""
         self.weights = default_weights() if weights is None else Path(weights)
         self.model = load_archive(self.weights, self.device)
         self.batch_size = batch_size

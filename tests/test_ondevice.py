@@ -11,6 +11,7 @@ from conftest import draw_digit
 from PIL import Image
 
 from digitscan import ondevice
+from digitscan.cli import main
 from digitscan.dataset import ScanDataset
 from digitscan.decode import plain_jpeg_bytes
 from digitscan.scorer import Scorer
@@ -18,8 +19,19 @@ from digitscan.scorer import Scorer
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def test_only_a_gpu_decodes_by_default():
-    assert Scorer(device="cpu").decode_on_device is False
+@pytest.mark.parametrize("flags", [[], ["--gpu-decode"]])
+def test_only_gpu_decode_hands_jpegs_to_the_device(runner, monkeypatch, tmp_path, flags):
+    digit = draw_digit(size=(200, 180)).convert("RGB")
+    digit.save(tmp_path / "a.jpg")
+    digit.save(tmp_path / "b.png")
+    handed = []
+    real = ondevice.prepare_on_device
+    monkeypatch.setattr("digitscan.scorer.prepare_on_device",
+                        lambda encoded, *args: handed.extend(encoded) or real(encoded, *args))
+    result = runner.invoke(main, ["run", str(tmp_path), "--device", "cpu", "--workers", "0", "-q", *flags])
+    assert result.exit_code == 0, result.output
+    assert [row.split(",")[1] for row in result.stdout.splitlines()[1:]] == ["7", "7"]
+    assert len(handed) == (1 if flags else 0)
 
 
 def test_the_device_path_reads_the_examples_as_well_as_the_loader_workers(monkeypatch):
