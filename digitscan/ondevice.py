@@ -34,21 +34,30 @@ def prepare_on_device(encoded: Sequence[bytes], device: torch.device, invert: In
         except RuntimeError:
             return None
     with torch.device(device):
-        coarse = [_reduced(g, COARSE_SIDE) for g in greys]
+        coarse = _reduced(greys, COARSE_SIDE)
         prepared = prepare_batch(coarse, invert)
         extents = prepared.extent.tolist()  # one copy from the device, not one an image
         again = [k for k, g in enumerate(coarse) if look_again(extents[k], g.shape)]
         if again:
-            finer = prepare_batch([_reduced(greys[k], FINE_SIDE) for k in again], invert)
+            finer = prepare_batch(_reduced([greys[k] for k in again], FINE_SIDE), invert)
             rows = torch.tensor(again)
             prepared.pixels[rows], prepared.inverted[rows] = finer.pixels, finer.inverted
             prepared.blank[rows], prepared.extent[rows] = finer.blank, finer.extent
     return prepared
 
 
-def _reduced(grey: torch.Tensor, side: int) -> torch.Tensor:
-    """An H x W uint8 image reduced as `decode.load_grey` reduces (an integer factor, averaging boxes)."""
-    factor = reduction(tuple(grey.shape), side)
-    if factor < 2:
-        return grey
-    return F.avg_pool2d(grey[None, None].float().div_(255.0), factor, ceil_mode=True)[0, 0]
+def _reduced(greys: Sequence[torch.Tensor], side: int) -> list[torch.Tensor]:
+    """H x W uint8 images reduced as `decode.load_grey` reduces them (an integer factor, averaging
+    boxes), those of one size in one call: on a GPU, each call costs more than the arithmetic."""
+    out = list(greys)
+    sizes: dict[tuple[int, int], list[int]] = {}
+    for k, grey in enumerate(greys):
+        sizes.setdefault((grey.shape[0], grey.shape[1]), []).append(k)
+    for size, members in sizes.items():
+        factor = reduction(size, side)
+        if factor >= 2:
+            stack = torch.stack([greys[k] for k in members]).unsqueeze(1).float().div_(255.0)
+            out_of = F.avg_pool2d(stack, factor, ceil_mode=True)[:, 0]
+            for k, small in zip(members, out_of, strict=True):
+                out[k] = small
+    return out

@@ -128,7 +128,17 @@ def _pad(greys: Sequence[Grey]) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     height and width."""
     h = torch.tensor([g.shape[0] for g in greys])
     w = torch.tensor([g.shape[1] for g in greys])
-    canvas = torch.zeros(len(greys), int(h.max()), int(w.max()))
+    if all(isinstance(g, torch.Tensor) and g.shape == greys[0].shape and g.dtype == greys[0].dtype for g in greys):
+        canvas = torch.stack(list(greys)).to(device=h.device, dtype=torch.float32)  # type: ignore[arg-type]
+    else:
+        canvas = torch.zeros(len(greys), int(h.max()), int(w.max()))
+        _fill(canvas, greys)
+    scale = torch.tensor([1.0 / 255.0 if g.dtype in (np.uint8, torch.uint8) else 1.0 for g in greys])
+    return canvas.mul_(scale.view(-1, 1, 1)), h, w
+
+
+def _fill(canvas: torch.Tensor, greys: Sequence[Grey]) -> None:
+    """Copy images of several sizes into the top left of the canvas's slices."""
     if canvas.device.type == "cpu":
         filling = canvas.numpy()
         for k, g in enumerate(greys):
@@ -136,8 +146,6 @@ def _pad(greys: Sequence[Grey]) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     else:
         for k, g in enumerate(greys):
             canvas[k, :g.shape[0], :g.shape[1]] = torch.as_tensor(g)
-    scale = torch.tensor([1.0 / 255.0 if g.dtype in (np.uint8, torch.uint8) else 1.0 for g in greys])
-    return canvas.mul_(scale.view(-1, 1, 1)), h, w
 
 
 def _prepare_canvas(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
