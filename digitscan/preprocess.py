@@ -62,6 +62,11 @@ CLUTTER_EDGE = 2
 """...where ink within this many points of the border lies on an edge..."""
 CLUTTER_SPAN = 0.5
 """...and is clutter when it runs along at least this share of one edge..."""
+CLUTTER_BAND = 0.3
+"""...or when the ink connected to an edge stays within this share of the image from the edges...
+(a tiled floor, whose grout lines only cross the border, and the grid behind them)"""
+CLUTTER_FULL = 0.9
+"""...and spans at least this share of an edge within that band."""
 CLUTTER_GAP = 0.08
 """...and other ink lies further than this share of the grid away from it."""
 GROUP = 16
@@ -443,7 +448,7 @@ def _drop_border_clutter(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) ->
                          on.gather(2, far_cols).any(dim=2).sum(dim=1) / gh.flatten(),
                          on[:, :CLUTTER_EDGE, :].any(dim=1).sum(dim=1) / gw.flatten(),
                          on.gather(1, far_rows).any(dim=1).sum(dim=1) / gw.flatten()], dim=1)
-    applies = (along.amax(dim=1) >= CLUTTER_SPAN) & (torch.minimum(h, w) >= 40)
+    applies = (along.amax(dim=1) > 0) & (torch.minimum(h, w) >= 40)
     if not bool(applies.any()):
         return ink
     k = torch.nonzero(applies).flatten()
@@ -460,10 +465,49 @@ def _drop_border_clutter(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) ->
     gap = max(1, round(CLUTTER_GAP * CLUTTER_GRID))
     near = F.max_pool2d(reached, 2 * gap + 1, stride=1, padding=gap)
     far = (grid_on * (1.0 - near)).flatten(1).sum(dim=1) >= 2
-    cleaned = ink[k] * (1.0 - F.interpolate(reached, scale_factor=step)[:, 0, :height, :width])
+    band = _clutter_bands(reached[:, 0] > 0, gh[k], gw[k])
+    far &= (along[k].amax(dim=1) >= CLUTTER_SPAN) | band.flatten(1).any(dim=1)
+    erased = torch.maximum(reached[:, 0], band.float())
+    cleaned = ink[k] * (1.0 - F.interpolate(erased.unsqueeze(1), scale_factor=step)[:, 0, :height, :width])
     ink = ink.clone()
     ink[k] = torch.where(far.view(-1, 1, 1), cleaned, ink[k])
     return ink
+
+
+def _clutter_bands(reached: torch.Tensor, gh: torch.Tensor, gw: torch.Tensor) -> torch.Tensor:
+    """Where the ink flooded from the edges (`reached`, on grids gh x gw) is a floor around a sheet
+    rather than a digit or a ruled line: it stays within CLUTTER_BAND of the edges, spans CLUTTER_FULL
+    of one edge within that band, and meets at most two edges away from their corners (a digit
+    cropped tightly meets all four). Returns, for each grid, the strip along each such edge as deep
+    as the flooded ink goes: the floor's lines that the flood missed lie in it."""
+    iy, ix = torch.arange(reached.shape[1]).view(1, -1, 1), torch.arange(reached.shape[2]).view(1, 1, -1)
+    # Distance from each of the four edges (left, right, top, bottom), in grid points.
+    depth = torch.stack([ix.expand_as(reached), (gw - 1 - ix).expand_as(reached),
+                         iy.expand_as(reached), (gh - 1 - iy).expand_as(reached)], dim=1)
+    across = torch.stack([gw, gw, gh, gh], dim=1)  # N x 4 x 1 x 1: the grid's size across each edge
+    in_band = depth < CLUTTER_BAND * across
+    stays = ~(reached & ~in_band.any(dim=1)).flatten(1).any(dim=1)
+    mine = reached.unsqueeze(1) & in_band
+    crosswise = in_band[:, [2, 2, 0, 0]] | in_band[:, [3, 3, 1, 1]]
+    core = mine & ~crosswise  # in an edge's band, away from the corners
+    meets = (core & (depth < CLUTTER_EDGE)).flatten(2).any(dim=2).sum(dim=1)
+    spans = torch.stack([_span(mine[:, 0].any(dim=2)) / gh.flatten(), _span(mine[:, 1].any(dim=2)) / gh.flatten(),
+                         _span(mine[:, 2].any(dim=1)) / gw.flatten(), _span(mine[:, 3].any(dim=1)) / gw.flatten()],
+                        dim=1)
+    floor = (spans >= CLUTTER_FULL) & (stays & (meets <= 2)).view(-1, 1)
+    # How deep the floor goes: measured away from the corners, where a line along the next edge would
+    # pass for depth; in the corners only when the flood reached nothing else (a broken grid line).
+    deepest = torch.where(core, depth, -1).flatten(2).amax(dim=2)
+    reach = torch.where(deepest >= 0, deepest, torch.where(mine, depth, -1).flatten(2).amax(dim=2))
+    return ((depth <= reach.view(*reach.shape, 1, 1)) & floor.view(*floor.shape, 1, 1)).any(dim=1)
+
+
+def _span(on: torch.Tensor) -> torch.Tensor:
+    """From the first to the last true index of each row, counted in indices (0 where none is)."""
+    index = torch.arange(on.shape[1]).view(1, -1)
+    first = torch.where(on, index, on.shape[1]).amin(dim=1)
+    last = torch.where(on, index, -1).amax(dim=1)
+    return (last - first + 1).clamp(min=0)
 
 
 def _mass_span(profile: torch.Tensor, trim: float = 0.005) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import draw_digit, grey
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from digitscan.decode import load_grey
 from digitscan.preprocess import MEAN, STD, _median, prepare
@@ -287,3 +287,46 @@ def test_the_cpus_median_is_torchs_nanmedian():
     mask[0], mask[1, 1:], mask[2, 2:] = False, False, False  # no value, one value, two values
     expected = torch.where(mask, values, torch.nan).nanmedian(dim=1).values.nan_to_num(0.0)
     assert torch.equal(_median(values, mask), expected)
+
+
+@pytest.mark.parametrize("edges", ["left", "left and top"])
+def test_a_tiled_floor_along_the_edges_of_a_photo_is_not_ink(edges):
+    """A sheet photographed on a tiled floor: only the grout lines across the sheet's edge reach the
+    image's border, and the grid behind them is one piece with them; all of it is erased."""
+    side, tile, strip = 600, 80, 70
+    at = np.arange(side)
+    floor = np.where((at[:, None] % tile < 4) | (at[None, :] % tile < 4), 60.0, 212.0)
+    sheet = np.full((side, side), 225.0)
+    photo = sheet.copy()
+    photo[:, :strip] = floor[:, :strip]
+    if edges == "left and top":
+        photo[:strip] = floor[:strip]
+    digit = np.asarray(draw_digit(size=(80, 90)), dtype=np.float64)
+    for canvas in (photo, sheet):
+        canvas[250:340, 280:360] = np.minimum(canvas[250:340, 280:360], digit)
+    got, want = prepare(photo.astype(np.uint8)), prepare(sheet.astype(np.uint8))
+    assert got.pixels is not None and want.pixels is not None
+    assert _overlap(got.pixels * STD + MEAN, want.pixels * STD + MEAN) > 0.9
+
+
+def test_ruled_lines_along_two_edges_leave_a_digit_near_them_whole():
+    """A cell cut a little askew, its rules along the left and bottom edges: the floor test must not
+    take the left rule, which crosses the bottom's band, for depth of the bottom and erase the digit's
+    foot with it."""
+    plain = draw_digit(size=(60, 60), shape="zero", paper=220, box=(22, 24, 52, 53))
+    ruled = plain.copy()
+    ImageDraw.Draw(ruled).line([(1, 0), (4, 59)], fill=90, width=2)
+    ImageDraw.Draw(ruled).line([(0, 58), (59, 55)], fill=90, width=2)
+    got, want = prepare(grey(ruled)), prepare(grey(plain))
+    assert got.pixels is not None and want.pixels is not None
+    assert _overlap(got.pixels * STD + MEAN, want.pixels * STD + MEAN) > 0.9
+
+
+def test_a_tight_zero_with_a_mark_inside_is_not_taken_for_a_floor():
+    """Ink meeting all four edges, with a separate mark inside: a tight crop, not a tiled floor."""
+    ring = draw_digit(size=(60, 60), shape="zero", box=(0, 0, 59, 59))
+    marked = ring.copy()
+    ImageDraw.Draw(marked).line([(27, 26), (33, 34)], fill=20, width=4)
+    got = prepare(grey(marked))
+    assert got.pixels is not None
+    assert _overlap(got.pixels * STD + MEAN, prepare(grey(ring)).pixels * STD + MEAN) > 0.8
