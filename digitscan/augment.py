@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2.functional import gaussian_blur
 
-from .preprocess import FRAME, MEAN, STD
+from .preprocess import FRAME
 
 CONTINENTAL = 0.5
 """Share of the 1s, 7s and 9s given a continental stroke: a flag (sometimes a foot), a bar, a curled tail."""
@@ -45,11 +45,6 @@ def augment(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     x = torch.where(_pick(x, 0.3), x + noise, x)
     peak = x.amax(dim=(2, 3), keepdim=True).clamp_min(1e-3)
     return (x / peak).clamp(0, 1)
-
-
-def normalise(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] pixels to the model's input scale."""
-    return (x - MEAN) / STD
 
 
 def continental(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from .augment import normalise
 from .calibration import Bin, calibration_error, reliability
 from .defaults import RUN_BATCH
 from .devices import pick_device
 from .model import load_archive
+from .preprocess import normalise
 from .scorer import Scorer
 from .trainingdata import labelled_files, load_mnist
 

@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .atomic import replacing
-from .augment import augment, normalise
+from .augment import augment
 from .calibration import error_at, fit_temperature, render, scores_of
 from .defaults import CALIBRATION_RENDERS, FIT_BATCH, FIT_EPOCHS, FIT_LR
 from .devices import describe
@@ -25,6 +25,7 @@ from .distributed import Ranks, setup, teardown
 from .errors import DigitscanError
 from .evaluate import probabilities
 from .model import DigitNet, WeightsError, default_weights, load_archive, save_archive
+from .preprocess import normalise
 from .stopping import StopRequest
 from .trainingdata import load_labelled, load_mnist
 

@@ -22,7 +22,7 @@ one image.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -113,6 +113,30 @@ def prepare_batch(greys: Sequence[Grey], invert: Invert = "auto") -> PreparedBat
     n = len(greys)
     out = PreparedBatch(torch.zeros(n, FRAME, FRAME), torch.zeros(n, dtype=torch.bool),
                         torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.long))
+    for chunk, canvas, h, w in _canvases(greys):
+        ink, inverted, blank = _ink(canvas, h, w, invert)
+        framed, extent = frame(ink)
+        rows = torch.tensor(chunk)
+        out.pixels[rows], out.inverted[rows], out.blank[rows] = normalise(framed), inverted, blank
+        out.extent[rows] = torch.where(blank, 0, extent)
+    return out
+
+
+def ink_batch(greys: Sequence[Grey], invert: Invert = "auto",
+              edges: bool = True) -> list[tuple[torch.Tensor, bool, bool]]:
+    """Steps 1 to 3 only: for each image, its ink (H x W, 0 paper to 1 ink, white on black whatever
+    the polarity), whether it was inverted, and whether it is blank. For fields of several digits;
+    `edges` False keeps ruled lines and clutter along the edges."""
+    out: list[tuple[torch.Tensor, bool, bool]] = [(torch.empty(0, 0), False, True)] * len(greys)
+    for chunk, canvas, h, w in _canvases(greys):
+        ink, inverted, blank = _ink(canvas, h, w, invert, edges)
+        for k, i in enumerate(chunk):
+            out[i] = (ink[k, :int(h[k]), :int(w[k])], bool(inverted[k]), bool(blank[k]))
+    return out
+
+
+def _canvases(greys: Sequence[Grey]) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The images padded into canvases of similar sizes: (their indices, canvas, heights, widths)."""
     groups: dict[tuple[int, int], list[int]] = {}
     for i, g in enumerate(greys):
         groups.setdefault((-(-g.shape[0] // GROUP), -(-g.shape[1] // GROUP)), []).append(i)
@@ -121,11 +145,7 @@ def prepare_batch(greys: Sequence[Grey], invert: Invert = "auto") -> PreparedBat
         step = max(1, CANVAS_PIXELS // area)
         for start in range(0, len(members), step):
             chunk = members[start:start + step]
-            canvas, h, w = _pad([greys[i] for i in chunk])
-            pixels, inverted, blank, extent = _prepare_canvas(canvas, h, w, invert)
-            rows = torch.tensor(chunk)
-            out.pixels[rows], out.inverted[rows], out.blank[rows], out.extent[rows] = pixels, inverted, blank, extent
-    return out
+            yield chunk, *_pad([greys[i] for i in chunk])
 
 
 def _pad(greys: Sequence[Grey]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -153,9 +173,9 @@ def _fill(canvas: torch.Tensor, greys: Sequence[Grey]) -> None:
             canvas[k, :g.shape[0], :g.shape[1]] = torch.as_tensor(g)
 
 
-def _prepare_canvas(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
-                    invert: Invert) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Steps 1 to 5 on one padded canvas: pixels, inverted, blank and extent per image."""
+def _ink(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor, invert: Invert,
+         edges: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Steps 1 to 3 on one padded canvas: the ink (0 to 1), inverted and blank per image."""
     n, height, width = x.shape
     across, down, noise = _fit_paper_level(x, h, w, invert)
     floor = _ink_floor(noise)
@@ -172,13 +192,11 @@ def _prepare_canvas(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
     peak = ink.amax(dim=(1, 2))
     blank = peak * floor < MIN_CONTRAST
     ink.div_(peak.clamp(min=1e-12).view(n, 1, 1))
-    ink = _drop_ruled_lines(ink, h, w)
-    ink = _drop_border_clutter(ink, h, w)
+    if edges:
+        ink = _drop_border_clutter(_drop_ruled_lines(ink, h, w), h, w)
     strong = (ink > 0.5).sum(dim=(1, 2), dtype=torch.int32)
     blank |= strong < torch.clamp(MIN_INK_FRACTION * h * w, min=4.0)
-
-    framed, extent = frame(ink)
-    return _normalise(framed), inverted, blank, torch.where(blank, 0, extent)
+    return ink, inverted, blank
 
 
 def frame(ink: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -564,5 +582,6 @@ def _centre(box: torch.Tensor, out_h: torch.Tensor, out_w: torch.Tensor) -> torc
     return box.reshape(n, -1).gather(1, source).view(n, FRAME, FRAME) * inside
 
 
-def _normalise(frame: torch.Tensor) -> torch.Tensor:
+def normalise(frame: torch.Tensor) -> torch.Tensor:
+    """Frames of 0 to 1 on MNIST's mean and standard deviation."""
     return (frame - MEAN) * (1.0 / STD)
