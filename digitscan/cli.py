@@ -115,6 +115,10 @@ def main() -> None:
 @click.option("--resume", is_flag=True, help="Keep the rows already in --out (CSV or JSONL) and score only the rest.")
 @click.option("--frames", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Keep the 28 x 28 frame the model saw for each image in DIR (for digitscan review).")
+@click.option("--field", is_flag=True,
+              help="Each image is a field of several digits on one line: read them all, as `text`.")
+@click.option("--digits", type=click.IntRange(1), default=None, metavar="N",
+              help="With --field: each field holds N digits (implies --field).")
 @click.option("--gpu-decode", is_flag=True,
               help="Decode plain JPEGs with nvJPEG and prepare them on the GPU instead of in the loader workers.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -126,7 +130,8 @@ def main() -> None:
               help="With --engine ray: GPUs reserved by each model actor.")
 def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, batch_size: int, workers: int | None,
         device: str, weights: Path | None, invert: Invert, probs: bool, quiet: bool, resume: bool, frames: Path | None,
-        gpu_decode: bool, engine: str, address: str | None, actors: int, gpus_per_actor: float) -> None:
+        field: bool, digits: int | None, gpu_decode: bool, engine: str, address: str | None, actors: int,
+        gpus_per_actor: float) -> None:
     """Read the digit in each image of INPUT... and write one row per image.
 
     INPUT is any mix of folders (scanned for image files), image files, and - (paths read from
@@ -146,11 +151,16 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, bat
     scored), 2 for usage and set-up errors.
     """
     from .inputs import check_inputs
-    from .writers import check_output, pick_format
+    from .writers import check_field_format, check_output, pick_format
 
     fmt = pick_format(out, fmt)
     check_inputs(inputs)
     check_output(out, fmt, resume)
+    field = field or digits is not None
+    if field:
+        check_field_format(fmt, probs)
+        if frames is not None:
+            raise click.UsageError("--frames keeps single digits' frames; it does not go with --field")
 
     from rich.console import Console
 
@@ -161,7 +171,7 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, bat
     opts = RunOptions(out=out, fmt=fmt, recursive=recursive, batch_size=batch_size, workers=workers, device=device,
                       weights=weights, invert=invert, probs=probs, quiet=quiet, resume=resume,
                       engine=engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor, frames=frames,
-                      gpu_decode=gpu_decode)
+                      gpu_decode=gpu_decode, field=field, digits=digits)
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     outcome = run_job(list(inputs), opts)
     if not quiet:

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .decode import COARSE_SIDE, FINE_SIDE, DecodeError, load_grey, plain_jpeg_bytes
 from .defaults import RUN_BATCH
+from .fields import FIELD_SIDE
 from .preprocess import FRAME, Invert, Prepared, prepare_batch
 
 OK, BLANK, ERROR = "ok", "blank", "error"
@@ -28,6 +29,9 @@ class Item:
     status: str
     error: str = ""
     encoded: bytes | None = None
+    grey: tuple[np.ndarray, float] | None = None
+    """A field (`ScanDataset(field=True)`): the decoded image, and how many of the file's pixels
+    each of its pixels stands for, to be cut into digits with the model at hand."""
 
 
 @dataclass
@@ -40,6 +44,8 @@ class Batch:
     ok: list[int]
     items: list[Item]
     encoded: list[tuple[int, bytes]] = field(default_factory=list)
+    greys: list[tuple[np.ndarray, float]] = field(default_factory=list)
+    """The fields among the items (in `ok` order), decoded, with their scales."""
 
     def pin_memory(self) -> Batch:
         self.pixels = self.pixels.pin_memory()
@@ -54,10 +60,12 @@ class ScanDataset(Dataset[Item]):
     device to decode and prepare (`ondevice.py`).
     """
 
-    def __init__(self, sources: Sequence[str | Image.Image], invert: Invert = "auto", hand_over: bool = False) -> None:
+    def __init__(self, sources: Sequence[str | Image.Image], invert: Invert = "auto", hand_over: bool = False,
+                 field: bool = False) -> None:
         self.sources = sources
         self.invert = invert
         self.hand_over = hand_over
+        self.field = field
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -66,6 +74,8 @@ class ScanDataset(Dataset[Item]):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[Item]:
+        if self.field:
+            return self._fields(indices)
         handed: dict[int, Item] = {}
         for i in indices if self.hand_over else ():
             source = self.sources[i]
@@ -81,6 +91,13 @@ class ScanDataset(Dataset[Item]):
         again = [i for i, p in prepared.items() if look_again(p.extent, greys[i].shape)]
         prepared |= self._prepare(self._decode(again, FINE_SIDE, failed), failed)
         return [handed.get(i) or failed.get(i) or _item(i, prepared[i]) for i in indices]
+
+    def _fields(self, indices: Sequence[int]) -> list[Item]:
+        """Fields are only decoded here: they are cut into digits where the model is (fields.py)."""
+        failed: dict[int, Item] = {}
+        greys = self._decode(indices, FIELD_SIDE, failed)
+        return [failed.get(i) or Item(i, None, None, OK, grey=(greys[i], _scale(self.sources[i], greys[i])))
+                for i in indices]
 
     def _decode(self, indices: Sequence[int], side: int, failed: dict[int, Item]) -> dict[int, np.ndarray]:
         greys = {}
@@ -112,6 +129,19 @@ def look_again(extent: int, shape: Sequence[int]) -> bool:
     return extent < 2 * COARSE_SIDE // 3 and COARSE_SIDE <= min(shape) < 2 * COARSE_SIDE
 
 
+def _scale(source: str | Image.Image, grey: np.ndarray) -> float:
+    """How many of the source's pixels one pixel of its decoded `grey` stands for."""
+    try:
+        if isinstance(source, Image.Image):
+            size = source.size
+        else:
+            with Image.open(source) as im:
+                size = im.size
+    except Exception:  # it decoded a moment ago; without its size, boxes stay in decoded pixels
+        return 1.0
+    return max(size) / max(grey.shape)
+
+
 def _item(index: int, prepared: Prepared) -> Item:
     if prepared.pixels is None:
         return Item(index, None, prepared.inverted, BLANK)
@@ -140,7 +170,9 @@ def collate(items: list[Item]) -> Batch:
         pixels = torch.empty(0, 1, FRAME, FRAME)
     light = [Item(it.index, None, it.inverted, it.status, it.error) for it in items]
     encoded = [(pos, item.encoded) for pos, item in enumerate(items) if item.encoded is not None]
-    return Batch([it.index for it in items], pixels, ok, light, encoded)
+    fields = [pos for pos, item in enumerate(items) if item.grey is not None]
+    greys = [item.grey for item in items if item.grey is not None]
+    return Batch([it.index for it in items], pixels, fields or ok, light, encoded, greys)
 
 
 def make_loader(dataset: ScanDataset, batch_size: int, workers: int, pin_memory: bool,

@@ -39,9 +39,10 @@ class Tally:
     def add(self, results: Iterable[Result]) -> None:
         for r in results:
             self.status[r.status] += 1
-            if r.digit is not None:
-                self.digits[r.digit] += 1
-                self.low += (r.confidence or 0.0) < LOW_CONFIDENCE
+            for d in [r.digit] if r.digit is not None else [int(c) for c in r.text or ""]:
+                self.digits[d] += 1
+            if r.confidence is not None:
+                self.low += r.confidence < LOW_CONFIDENCE
             self.inverted += bool(r.inverted)
 
     @property

@@ -76,6 +76,9 @@ def review(opts: ReviewOptions) -> ReviewOutcome:
     from_results = is_results_file(opts.sources)
     if from_results:
         rows = read_rows(Path(opts.sources[0]))
+        if rows and "text" in rows[0] and "digit" not in rows[0]:
+            raise OutputError(f"{opts.sources[0]}: results of run --field; review shows single digits only, "
+                              "not yet fields")
         recorded = _recorded_settings(opts.sources[0])
         invert = "yes" if recorded.get("invert") == "yes" else "no" if recorded.get("invert") == "no" else "auto"
         if recorded.get("weights") not in (None, sha256(opts.weights or default_weights())) and rows \

@@ -54,6 +54,10 @@ class RunOptions:
     """Keep each 28 x 28 frame the model saw in this folder, for `review`."""
     gpu_decode: bool = False
     """Decode plain JPEGs and prepare them on the model's device (nvJPEG on a GPU)."""
+    field: bool = False
+    """Each image is a field of several digits: rows carry `text` (and `digits` in JSON and JSONL)."""
+    digits: int | None = None
+    """With fields: how many digits each holds, when the form says."""
 
 
 @dataclass
@@ -70,11 +74,12 @@ def make_scorer(opts: RunOptions) -> Scorer | RayScorer:
     if opts.engine == "ray":
         from .ray_engine import RayScorer
 
-        if opts.frames is not None:
-            raise OutputError("--frames works with the local engine only")
+        if opts.frames is not None or opts.field:
+            raise OutputError("--frames and --field work with the local engine only")
         return RayScorer(opts.weights, opts.batch_size, opts.invert, opts.address, opts.actors, opts.gpus_per_actor)
     return Scorer(opts.weights, opts.device, opts.batch_size, opts.workers, opts.invert,
-                  keep_frames=opts.frames is not None, decode_on_device=opts.gpu_decode)
+                  keep_frames=opts.frames is not None, decode_on_device=opts.gpu_decode, field=opts.field,
+                  digits=opts.digits)
 
 
 def make_frames_folder(folder: Path) -> None:
@@ -93,7 +98,7 @@ def run(inputs: list[str], opts: RunOptions, on_batch: Callable[[int], None] | N
     paths = list(iter_paths(inputs, opts.recursive))
     if not paths:
         raise InputError("no images found in " + ", ".join(inputs))
-    settings = {"columns": columns(opts.probs), "weights": sha256(scorer.weights), "invert": opts.invert}
+    settings = {"columns": columns(opts.probs, opts.field), "weights": sha256(scorer.weights), "invert": opts.invert}
     check_not_an_input(opts.out, paths)
     if opts.resume:
         check_resume_settings(opts.out, opts.fmt, settings)
@@ -101,7 +106,7 @@ def run(inputs: list[str], opts: RunOptions, on_batch: Callable[[int], None] | N
     done = already_scored(opts.out, opts.fmt) if opts.resume else set()
     skip = [i for i, p in enumerate(paths) if p in done]
     outcome = RunOutcome(Tally(), scorer.description, 0.0, skipped=len(skip))
-    writer = Writer(opts.out, opts.fmt, opts.probs, resume=opts.resume)
+    writer = Writer(opts.out, opts.fmt, opts.probs, resume=opts.resume, field=opts.field)
     progress = tqdm(total=len(paths) - len(skip), unit="img", file=sys.stderr, dynamic_ncols=True,
                     disable=True if opts.quiet else None, leave=False)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader
 from .dataset import BLANK, ERROR, OK, Batch, Item, ScanDataset, make_loader
 from .defaults import RUN_BATCH
 from .devices import describe, pick_device
+from .fields import cut_fields
 from .frames import to_uint8
 from .model import WeightsError, default_weights, load_archive
 from .ondevice import prepare_on_device
@@ -39,6 +41,21 @@ class Result:
     probs: list[float] | None = field(default=None, repr=False)
     frame: np.ndarray | None = field(default=None, repr=False)
     """The 28 x 28 frame the model saw (8-bit, ink white), when the Scorer keeps frames."""
+    text: str | None = None
+    """With fields (`Scorer(field=True)`): the digits read, left to right; `digit` is then None."""
+    digits: list[Reading] | None = field(default=None, repr=False)
+    """With fields: each digit read."""
+
+
+@dataclass
+class Reading:
+    """One digit of a field: its value, confidence, box (left, top, right, bottom) in the image's
+    pixels, and its ten probabilities."""
+
+    digit: int
+    confidence: float
+    box: tuple[int, int, int, int]
+    probs: list[float]
 
 
 def default_workers() -> int:
@@ -51,10 +68,13 @@ class Scorer:
 
     def __init__(self, weights: str | Path | None = None, device: str = "auto", batch_size: int = RUN_BATCH,
                  workers: int | None = None, invert: Invert = "auto", keep_frames: bool = False,
-                 decode_on_device: bool = False) -> None:
+                 decode_on_device: bool = False, field: bool = False, digits: int | None = None) -> None:
         self.device = pick_device(device)
         self.decode_on_device = decode_on_device
         """Plain JPEGs decoded and prepared on the model's device (ondevice.py), not in the loader workers."""
+        self.field = field or digits is not None
+        """Each image is a field of several digits (fields.py); `digits`: how many, when known."""
+        self.digits = digits
         self.weights = default_weights() if weights is None else Path(weights)
         self.model = load_archive(self.weights, self.device)
         self.batch_size = batch_size
@@ -71,7 +91,8 @@ class Scorer:
         """
         skipped = set(skip)
         todo = [i for i in range(len(sources)) if i not in skipped]
-        dataset = ScanDataset(sources, self.invert, hand_over=self.decode_on_device)
+        dataset = ScanDataset(sources, self.invert, hand_over=self.decode_on_device and not self.field,
+                              field=self.field)
         workers, batch_size = self._plan(sources, todo)
         threads = torch.get_num_threads()
         if self.device.type == "cpu" and workers:
@@ -139,8 +160,40 @@ class Scorer:
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         return check_scores(self.model(x), len(x), self.weights)
 
+    def _probabilities(self, frames: torch.Tensor) -> torch.Tensor:
+        """The model's ten probabilities for N x 28 x 28 normalised frames, on the CPU."""
+        return torch.softmax(self._scores(frames.unsqueeze(1).to(self.device)).float(), dim=1).cpu()
+
+    @torch.inference_mode()
+    def _field_results(self, batch: Batch, sources: Sequence[str | Image.Image]) -> list[Result]:
+        """Cut each field into digits (fields.py, the model judging doubtful cuts) and read them."""
+        cuts = cut_fields([g for g, _ in batch.greys], self.invert, self.digits, judge=self._probabilities)
+        by_position = dict(zip(batch.ok, zip(cuts, (scale for _, scale in batch.greys), strict=True), strict=True))
+        frames = [c.pixels for c in cuts if c.pixels is not None]
+        probs = self._probabilities(torch.from_numpy(np.concatenate(frames))).tolist() if frames else []
+        results, at = [], 0
+        for pos, item in enumerate(batch.items):
+            name = _name(sources[item.index], item.index)
+            cut, scale = by_position.get(pos, (None, 1.0))
+            if cut is None or cut.pixels is None:
+                status = item.status if cut is None else BLANK
+                results.append(Result(name, None, None, item.inverted if cut is None else cut.inverted, status,
+                                      item.error))
+                continue
+            readings = []
+            for box, p in zip(cut.boxes, probs[at:at + len(cut.boxes)], strict=True):
+                best = max(range(10), key=p.__getitem__)
+                readings.append(Reading(best, p[best], tuple(round(v * scale) for v in box), p))  # type: ignore[arg-type]
+            at += len(cut.boxes)
+            text = "".join(str(r.digit) for r in readings)
+            sure = math.prod(r.confidence for r in readings)
+            results.append(Result(name, None, sure, cut.inverted, OK, text=text, digits=readings))
+        return results
+
     @torch.inference_mode()
     def _results(self, batch: Batch, sources: Sequence[str | Image.Image]) -> list[Result]:
+        if self.field:
+            return self._field_results(batch, sources)
         if batch.encoded:
             batch = self._prepare_handed(batch, sources)
         probs: list[list[float]] = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -283,3 +284,84 @@ SHAPES: dict[str, tuple[int, Style]] = {
     "crossed_seven": (7, crossed_seven),
 }
 """Continental forms of one digit each: (the digit, its style)."""
+
+
+@dataclass(frozen=True)
+class FieldLook:
+    """How a field of several digits is written and captured (`field`)."""
+
+    gaps: tuple[int, int] = (0, 10)
+    """Pixels between neighbouring digits' ink, drawn uniformly in this range."""
+    touching: bool = False
+    """One neighbouring pair pushed together until their strokes touch."""
+    comb: bool = False
+    """Each digit written in its own box of a printed comb."""
+    dark: bool = True
+    """Dark ink on light paper; else light on dark (a board, an inverted scan)."""
+    photo: bool = False
+    """A phone photo (uneven light, blur, JPEG) rather than a flatbed scan."""
+
+
+def field(digits: list[np.ndarray], rng: np.random.Generator, look: FieldLook = FieldLook()) -> Image.Image:
+    """MNIST digits (28 x 28, white on black) written left to right on one line, as `look` says."""
+    height = int(rng.integers(36, 64))
+    thickness = int(rng.integers(0, 2))
+    alphas = [ink_alpha(d, int(height * rng.uniform(0.85, 1.0)), rng, thickness) for d in digits]
+    gaps = [int(rng.integers(look.gaps[0], look.gaps[1] + 1)) for _ in alphas[1:]]
+    if look.touching and gaps:
+        gaps[int(rng.integers(0, len(gaps)))] = -1000  # placed by _touch below
+    cell = max(a.shape[1] for a in alphas) + 2 * height // 5 if look.comb else 0
+    margin = height // 3
+    width = sum(cell or a.shape[1] for a in alphas) + sum(max(0, g) for g in gaps) * (not cell) + 2 * margin
+    canvas = np.zeros((height + 2 * margin + height // 4, width + height), dtype=np.float32)
+    x, lines = margin, []
+    for k, alpha in enumerate(alphas):
+        ah, aw = alpha.shape
+        top = margin + int(rng.integers(0, height // 4 + 1)) + (height - ah) // 2
+        if cell:
+            left = x + (cell - aw) // 2
+            lines.append(x)
+        elif k and gaps[k - 1] == -1000:
+            left = _touch(canvas, alpha, top, x)
+        else:
+            left = x + (max(0, gaps[k - 1]) if k else 0)
+        canvas[top:top + ah, left:left + aw] = np.maximum(canvas[top:top + ah, left:left + aw], alpha)
+        x = (x + cell) if cell else left + aw
+    canvas = canvas[:, :x + margin]
+    shear = float(rng.uniform(-0.2, 0.2))  # the hand's slant (a printed comb stays upright)
+    canvas = np.asarray(Image.fromarray(canvas, "F").transform(
+        canvas.shape[::-1], Image.Transform.AFFINE, (1, shear, -shear * canvas.shape[0] / 2, 0, 1, 0),
+        resample=Image.Resampling.BILINEAR))
+    if cell:
+        img = Image.fromarray(canvas, "F")
+        draw, bottom = ImageDraw.Draw(img), canvas.shape[0] - margin // 2
+        line = max(1, height // 24)
+        draw.rectangle([lines[0], margin // 2, x, bottom], outline=1.0, width=line)
+        for at in lines[1:]:
+            draw.line([(at, margin // 2), (at, bottom)], fill=1.0, width=line)
+        canvas = np.asarray(img)
+    alpha = np.clip(canvas, 0, 1)
+    paper, ink = ((245, 243, 238), (25, 25, 40)) if look.dark else ((35, 45, 40), (235, 235, 225))
+    if look.photo:
+        return jpeg(compose(alpha, paper, ink, rng, light=0.3, noise=4.0, blur=0.9), int(rng.integers(60, 90)))
+    return compose(alpha, paper, ink, rng, noise=2.0, blur=0.4)
+
+
+def _touch(canvas: np.ndarray, alpha: np.ndarray, top: int, x: int) -> int:
+    """The column at which `alpha`, placed at row `top`, just touches the ink already left of `x`."""
+    ah, aw = alpha.shape
+    for left in range(x, max(0, x - aw), -1):
+        window = canvas[top:top + ah, left:left + aw]
+        if window.shape[1] < aw or bool(((window > 0.5) & (alpha > 0.5)).any()):
+            return left
+    return x
+
+
+FIELD_LOOKS: dict[str, FieldLook] = {
+    "scan": FieldLook(),
+    "touching": FieldLook(touching=True),
+    "comb": FieldLook(comb=True),
+    "light_on_dark": FieldLook(dark=False),
+    "photo": FieldLook(photo=True),
+}
+"""The kinds of field the benchmark and the examples render."""

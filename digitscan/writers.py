@@ -20,6 +20,8 @@ from .errors import DigitscanError
 from .scorer import Result
 
 COLUMNS = ["path", "digit", "confidence", "inverted", "status", "error"]
+FIELD_COLUMNS = ["path", "text", "confidence", "inverted", "status", "error"]
+"""With --field: the digits read as one string; JSON and JSONL rows also carry `digits`."""
 PROB_COLUMNS = [f"p{d}" for d in range(10)]
 SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 SETTINGS_SUFFIX = ".settings.json"
@@ -63,8 +65,17 @@ def settings_file(out: str) -> Path:
     return Path(out).with_name(Path(out).name + SETTINGS_SUFFIX)
 
 
-def columns(probs: bool) -> list[str]:
+def columns(probs: bool, field: bool = False) -> list[str]:
+    """A file's columns (CSV) or keys (JSON), `digits` aside: a field's probabilities go in it."""
+    if field:
+        return FIELD_COLUMNS
     return COLUMNS + (PROB_COLUMNS if probs else [])
+
+
+def check_field_format(fmt: str, probs: bool) -> None:
+    if probs and fmt == "csv":
+        raise OutputError("--probs with --field gives each digit's probabilities, in JSON or JSONL: "
+                          "add --format jsonl (or json)")
 
 
 def save_settings(out: str, settings: dict[str, Any]) -> None:
@@ -82,7 +93,7 @@ def check_resume_settings(out: str, fmt: str, settings: dict[str, Any]) -> None:
     if not _regular_or_new(path):
         raise OutputError(f"{out}: not a regular file; --resume continues a results file")
     own = _columns_in(path, fmt)
-    if own not in (columns(False), columns(True)):
+    if own not in (columns(False), columns(True), columns(False, field=True)):
         raise OutputError(f"{out}: not a digitscan results file (its first line is not digitscan's {fmt} header); "
                           "--resume only appends to digitscan's own output")
     saved = read_settings(out) or {"columns": own}
@@ -117,11 +128,18 @@ def _columns_in(path: Path, fmt: str) -> list[str]:
     return list(first) if isinstance(first, dict) else []
 
 
-def record(result: Result, probs: bool) -> dict[str, Any]:
-    """The JSON object for one result (None where a CSV cell is empty)."""
-    rec: dict[str, Any] = {"path": result.path, "digit": result.digit,
+def record(result: Result, probs: bool, field: bool = False, digits: bool = False) -> dict[str, Any]:
+    """The JSON object for one result (None where a CSV cell is empty); with `field`, `text` in place of
+    `digit`, and with `digits` (JSON and JSONL), each digit's reading (with `probs`, its probabilities)."""
+    rec: dict[str, Any] = {"path": result.path, **({"text": result.text} if field else {"digit": result.digit}),
                            "confidence": None if result.confidence is None else round(result.confidence, 6),
                            "inverted": result.inverted, "status": result.status, "error": result.error or None}
+    if field:
+        if digits:
+            rec["digits"] = [{"digit": r.digit, "confidence": round(r.confidence, 6), "box": list(r.box)}
+                             | ({"probs": [round(p, 6) for p in r.probs]} if probs else {})
+                             for r in result.digits or []]
+        return rec
     if probs:
         values: list[float | None] = list(result.probs) if result.probs else [None] * 10
         rec.update({name: None if p is None else round(p, 6) for name, p in zip(PROB_COLUMNS, values, strict=True)})
@@ -146,8 +164,8 @@ class Writer:
     """Writes records to a file or stdout. Files other than JSONL go to a temporary file that
     `close` renames over the target, so a reader never sees a half-written CSV or JSON."""
 
-    def __init__(self, out: str, fmt: str, probs: bool = False, resume: bool = False) -> None:
-        self.fmt, self.probs, self.count = fmt, probs, 0
+    def __init__(self, out: str, fmt: str, probs: bool = False, resume: bool = False, field: bool = False) -> None:
+        self.fmt, self.probs, self.field, self.count = fmt, probs, field, 0
         # A link is written through (the file it names is replaced, not the link).
         self._target = None if out == "-" else Path(os.path.realpath(out))
         self._tmp: Path | None = None
@@ -173,7 +191,7 @@ class Writer:
         self._csv = csv.writer(self._stream, lineterminator="\n") if fmt == "csv" else None
         with self._failing_as_output_error():
             if self._csv is not None and not appending:
-                self._csv.writerow(columns(probs))
+                self._csv.writerow(columns(probs, field))
             elif fmt == "json":
                 self._stream.write("[")
 
@@ -195,7 +213,7 @@ class Writer:
 
     def _write(self, results: Iterable[Result]) -> None:
         for result in results:
-            rec = record(result, self.probs)
+            rec = record(result, self.probs, self.field, digits=self._csv is None)
             if self._csv is not None:
                 self._csv.writerow(_csv_cells(rec))
             elif self.fmt == "json":

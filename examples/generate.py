@@ -1,4 +1,5 @@
-"""Regenerate examples/scans and examples/labels.csv from MNIST digits (training holdout, never trained on).
+"""Regenerate examples/scans and examples/labels.csv, and examples/fields with its labels.csv, from MNIST
+digits (training holdout, never trained on).
 
     python examples/generate.py --data ../shared/mnist
 """
@@ -12,12 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from digitscan.fit import HOLDOUT
-from digitscan.synth import SHAPES, STYLES
+from digitscan.synth import FIELD_LOOKS, SHAPES, STYLES, field
 from digitscan.trainingdata import load_mnist
 
 HERE = Path(__file__).resolve().parent
 SUFFIX = {"tinted_photo": ".jpg", "chalkboard": ".jpg", "thin_pen": ".jpg", "cluttered_photo": ".jpg", "bitmap": ".bmp"}
 PER_STYLE = 5
+FIELD_LENGTHS = (4, 5, 6)
+"""Each kind of field is written once with each of these numbers of digits."""
 
 
 def main() -> None:
@@ -55,6 +58,30 @@ def main() -> None:
         writer.writerow(["path", "digit"])
         writer.writerows(sorted(rows))
     print(f"wrote {len(rows)} images to {out}")
+    write_fields(images.numpy(), labels.numpy())
+
+
+def write_fields(images: np.ndarray, labels: np.ndarray) -> None:
+    """examples/fields: each kind of field (synth.FIELD_LOOKS) of 4, 5 and 6 digits, and its labels."""
+    rng = np.random.default_rng(2027)
+    out = HERE / "fields"
+    out.mkdir(exist_ok=True)
+    for old in out.iterdir():
+        old.unlink()
+    rows = []
+    for name, look in FIELD_LOOKS.items():
+        for length in FIELD_LENGTHS:
+            pick = rng.choice(len(labels), size=length, replace=False)
+            text = "".join(str(int(labels[i])) for i in pick)
+            img = field([images[i] for i in pick], rng, look)
+            file = out / f"{name}_{length}{'.jpg' if look.photo else '.png'}"
+            img.convert("RGB").save(file, quality=85) if look.photo else img.save(file)
+            rows.append((file.name, text))
+    with open(out / "labels.csv", "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["path", "text"])
+        writer.writerows(sorted(rows))
+    print(f"wrote {len(rows)} fields to {out}")
 
 
 if __name__ == "__main__":

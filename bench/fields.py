@@ -1,0 +1,81 @@
+"""Whole-field accuracy of `run --field`: fields of 4 and 6 digits written from the MNIST training
+holdout (never trained on) and from Semeion, in each kind of `synth.FIELD_LOOKS`.
+
+    python bench/fields.py --data ../shared/mnist --semeion ../shared/semeion
+    python bench/fields.py --per-kind 100 --show-errors 5
+
+Each field is read as a whole, as `digitscan run --field` reads it, without and with `--digits N`.
+Also prints the time per field against the time per single digit (both batched, in one process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from digitscan.fit import HOLDOUT
+from digitscan.scorer import Scorer
+from digitscan.synth import FIELD_LOOKS, clean_scan, field
+from digitscan.trainingdata import load_mnist
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from semeion import load_semeion  # noqa: E402
+
+
+def semeion_as_mnist(bits: np.ndarray) -> np.ndarray:
+    """A 16 x 16 Semeion bitmap as MNIST holds a digit: white on black, 20 px box in 28 x 28."""
+    big = Image.fromarray(np.where(bits, 255, 0).astype(np.uint8)).resize((20, 20), Image.Resampling.BILINEAR)
+    out = np.zeros((28, 28), dtype=np.uint8)
+    out[4:24, 4:24] = np.asarray(big)
+    return out
+
+
+def read(scorer: Scorer, images: list[Image.Image]) -> tuple[list[str], float]:
+    """The text of each field, and the seconds per field."""
+    tick = time.perf_counter()
+    texts = [r.text or "" for batch in scorer.score(images) for r in batch]
+    return texts, (time.perf_counter() - tick) / len(images)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../shared/mnist")
+    parser.add_argument("--semeion", default="../shared/semeion")
+    parser.add_argument("--per-kind", type=int, default=200, help="fields per kind and length")
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--show-errors", type=int, default=0, metavar="N")
+    args = parser.parse_args()
+
+    images, labels = load_mnist(Path(args.data), train=True)
+    sources = {"mnist": (images[-HOLDOUT:].numpy(), labels[-HOLDOUT:].numpy())}
+    bits, sem_labels = load_semeion(Path(args.semeion) / "semeion.data")
+    sources["semeion"] = (np.stack([semeion_as_mnist(b) for b in bits]), sem_labels)
+    rng = np.random.default_rng(args.seed)
+    print(f"{'digits from':10s} {'kind':14s} {'len':>3s} {'n':>5s} {'exact':>7s} {'--digits':>8s} {'ms/field':>8s}")
+    for source, (pool, truth) in sources.items():
+        for kind, look in FIELD_LOOKS.items():
+            for length in (4, 6):
+                picks = [rng.choice(len(truth), size=length, replace=False) for _ in range(args.per_kind)]
+                fields = [field([pool[i] for i in pick], rng, look) for pick in picks]
+                texts = ["".join(str(int(truth[i])) for i in pick) for pick in picks]
+                free, seconds = read(Scorer(device="cpu", workers=0, field=True), fields)
+                told, _ = read(Scorer(device="cpu", workers=0, digits=length), fields)
+                exact = np.mean([a == b for a, b in zip(free, texts, strict=True)])
+                exact_told = np.mean([a == b for a, b in zip(told, texts, strict=True)])
+                print(f"{source:10s} {kind:14s} {length:3d} {len(texts):5d} {exact:7.4f} {exact_told:8.4f} "
+                      f"{seconds * 1000:8.2f}", flush=True)
+                wrong = [(t, f) for t, f in zip(texts, free, strict=True) if t != f][: args.show_errors]
+                if wrong:
+                    print("    true -> read: " + ", ".join(f"{t} -> {f}" for t, f in wrong))
+    singles = [clean_scan(sources["mnist"][0][i], rng) for i in range(500)]
+    _, single = read(Scorer(device="cpu", workers=0), singles)
+    print(f"single digits (clean_scan), batched: {single * 1000:.2f} ms each")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""Fields of several digits (a postcode, an amount, a date): the field's ink cut into digits, left to right.
+
+Steps, after the same paper and polarity work as for single digits (`preprocess.ink_batch`):
+
+1. Erase a printed comb or box: thin lines along SEPARATOR_SHARE of the field's ink.
+2. Find the ink's connected pieces (on a grid of at most LABEL_ROWS rows).
+3. Merge pieces that share their columns (a 5's flag, a 4 drawn in two strokes), then drop specks.
+4. Split a piece too wide for one digit at the columns with the least ink; with `digits`, merge the
+   closest neighbours or split the widest piece until there are that many.
+5. Frame each digit as a single digit is framed (`preprocess.frame`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .preprocess import FAINT_INK, FRAME, LINE_SHARE, Grey, Invert, frame, ink_batch, normalise
+
+FIELD_SIDE = 64
+"""A field is decoded with its shorter side (its height) reduced to about this many pixels."""
+SEPARATOR_SHARE = 0.9
+"""A thin straight line along this share of the field's ink is printed (a comb), not written."""
+LABEL_ROWS = 32
+"""Pieces are found on a grid of at most this many rows."""
+MERGE_OVERLAP = 0.5
+"""Pieces whose columns overlap by this share of the narrower one's width are one digit when their
+rows overlap by no more than this share of the shorter one's height..."""
+FRAGMENT = 0.6
+"""...or when the shorter is under this share of the taller one's height."""
+SPECK = 0.1
+"""A piece with less ink than this share of the median piece's is a speck."""
+SPLIT_ASPECT = 1.0
+"""A piece wider than this many times the field's digit height may hold several digits (the judge
+says whether it does)..."""
+WHOLE_MAX = 1.5
+"""...and one wider than this many times does: it is cut whatever the judge says of it whole..."""
+DIGIT_ASPECT = 0.7
+"""...about one for each this many times the height of its width."""
+MAX_SPLIT = 4
+"""A piece is cut into at most this many digits..."""
+CUT_FROM = 0.15
+"""...each cut at least this share of the piece's width from its ends..."""
+CUT_TRIES = 12
+"""...the judge trying about this many places for it."""
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Part of a field's ink: the labels of its connected pieces, and the columns it takes of them."""
+
+    labels: frozenset[int]
+    left: int
+    right: int
+    """One past its last column."""
+    top: int
+    bottom: int
+    mass: float
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+
+@dataclass(frozen=True)
+class CutField:
+    """A field cut into digits: `pixels` holds k normalised 28 x 28 frames, left to right (None when
+    blank), `boxes` each digit's (left, top, right, bottom) in the decoded image's pixels."""
+
+    pixels: np.ndarray | None
+    boxes: list[tuple[int, int, int, int]]
+    inverted: bool
+
+
+Judge = Callable[[torch.Tensor], torch.Tensor]
+"""The model's probabilities (N x 10) for N normalised frames (N x 28 x 28)."""
+
+
+@dataclass
+class _Field:
+    ink: torch.Tensor
+    labels: torch.Tensor
+    pieces: list[Piece]
+    height: float
+    """The field's digit height: the median height of its pieces."""
+
+
+def cut_fields(greys: Sequence[Grey], invert: Invert = "auto", digits: int | None = None,
+               judge: Judge | None = None) -> list[CutField]:
+    """Cut each greyscale field into its digits (`digits`: how many each holds, when known). Where a
+    piece may hold several digits, `judge` (the model) picks the cut it is surest of, and whether to
+    cut at all; without it, the cut goes through the column with the least ink."""
+    inks = ink_batch(greys, invert, edges=False)  # a comb's lines are dropped here, not the digits on them
+    fields = [_found(ink) if not blank else None for ink, _, blank in inks]
+    live = [f for f in fields if f is not None and f.pieces]
+    for _ in range(MAX_SPLIT - 1):
+        wide = [(f, k) for f in live for k, p in enumerate(f.pieces) if _count(p, f.height) > 1]
+        if not wide:
+            break
+        choices = _best_cuts([(f, f.pieces[k]) for f, k in wide], judge,
+                             keep_whole=[f.pieces[k].width <= WHOLE_MAX * f.height for f, k in wide])
+        for (f, k), parts in sorted(zip(wide, choices, strict=True), key=lambda fk: -fk[0][1]):
+            f.pieces[k:k + 1] = parts
+        if all(len(parts) == 1 for parts in choices):
+            break
+    if digits is not None:
+        for f in live:
+            _to_count(f, digits, judge)
+    crops = [_crop(f.ink, f.labels, p) for f in live for p in f.pieces]
+    pixels = normalise(frame(_stack(crops))[0]).numpy() if crops else np.empty((0, FRAME, FRAME))
+    out, at = [], 0
+    for found, (_, inverted, _) in zip(fields, inks, strict=True):
+        pieces = found.pieces if found is not None else []
+        boxes = [(p.left, p.top, p.right, p.bottom) for p in pieces]
+        out.append(CutField(pixels[at:at + len(pieces)] if pieces else None, boxes, inverted))
+        at += len(pieces)
+    return out
+
+
+def _found(ink: torch.Tensor) -> _Field:
+    """Steps 1 to 3: the field's ink in pieces, left to right."""
+    ink = _drop_comb(ink)
+    labels = _label(ink > FAINT_INK)
+    pieces = _merge_overlapping(_pieces(ink, labels, [frozenset({int(k)}) for k in labels.unique() if k > 0]))
+    if pieces:
+        typical = float(np.median([p.mass for p in pieces]))
+        pieces = [p for p in pieces if p.mass >= SPECK * typical]
+    height = float(np.median([p.bottom - p.top for p in pieces])) if pieces else 0.0
+    return _Field(ink, labels, pieces, height)
+
+
+def _best_cuts(jobs: list[tuple[_Field, Piece]], judge: Judge | None,
+               keep_whole: list[bool]) -> list[list[Piece]]:
+    """For each (field, piece), the piece cut in two where the judge is surest of both halves (or the
+    piece whole, where `keep_whole` allows it, when the judge is surer of it whole)."""
+    options: list[list[list[Piece]]] = []
+    for (f, piece), whole in zip(jobs, keep_whole, strict=True):
+        mask = _in(f.labels, piece.labels)
+        lo, hi = piece.left + max(1, round(CUT_FROM * piece.width)), piece.right - max(1, round(CUT_FROM * piece.width))
+        if judge is None:
+            profile = (f.ink * mask).sum(dim=0)
+            at = [lo + int(profile[lo:hi].argmin())] if hi > lo else []
+        else:
+            at = list(range(lo, hi, max(1, (hi - lo) // CUT_TRIES)))
+        cuts = [[_piece(f.ink, mask, piece.labels, piece.left, c), _piece(f.ink, mask, piece.labels, c, piece.right)]
+                for c in at]
+        cuts = [c for c in cuts if min(p.mass for p in c) > 0]
+        options.append(([[piece]] if whole or not cuts else []) + cuts)
+    if judge is None:
+        return [o[-1] for o in options]
+    crops = [_crop(f.ink, f.labels, p) for (f, _), o in zip(jobs, options, strict=True) for parts in o for p in parts]
+    sure = judge(normalise(frame(_stack(crops))[0])).amax(dim=1).log().tolist()
+    chosen, at_ = [], 0
+    for o in options:
+        scores = []
+        for parts in o:
+            scores.append(sum(sure[at_:at_ + len(parts)]))
+            at_ += len(parts)
+        chosen.append(o[max(range(len(o)), key=scores.__getitem__)])
+    return chosen
+
+
+def _drop_comb(ink: torch.Tensor) -> torch.Tensor:
+    """Erase a printed comb or box: straight lines, no wider than a printed line, along SEPARATOR_SHARE
+    of the span of the field's ink: rows (its top and bottom) and, only where there are such rows,
+    columns (its sides and separators), since a written 1 may be as tall and straight as a separator."""
+    on = ink > FAINT_INK
+    rows = _lines(on, dim=1, thin=max(3, math.ceil(ink.shape[0] / LINE_SHARE)))
+    if bool(rows.all()):
+        return ink
+    cols = _lines(on * rows.view(-1, 1), dim=0, thin=max(3, math.ceil(ink.shape[0] / LINE_SHARE)))
+    return ink * rows.view(-1, 1) * cols.view(1, -1)
+
+
+def _lines(on: torch.Tensor, dim: int, thin: int) -> torch.Tensor:
+    """1.0 for each row (dim 1) or column (dim 0) to keep, 0.0 for those in thin runs of lines whose
+    ink runs along SEPARATOR_SHARE of the span of the ink."""
+    ends = on.any(dim=1 - dim).nonzero().flatten()
+    keep = torch.ones(on.shape[1 - dim])
+    if len(ends) < 2:
+        return keep
+    full = (on.sum(dim=dim) >= SEPARATOR_SHARE * (int(ends[-1]) - int(ends[0]) + 1)).tolist()
+    at = 0
+    while at < len(full):
+        end = at
+        while end < len(full) and full[end]:
+            end += 1
+        if at < end <= at + thin:
+            keep[max(0, at - 1):end + 1] = 0.0  # with the line's soft edges
+        at = end + 1
+    return keep
+
+
+def _label(on: torch.Tensor) -> torch.Tensor:
+    """Connected pieces (8-connected) of an H x W boolean map, found on a grid of at most LABEL_ROWS
+    rows: each true point gets its piece's number (1, 2, ...; not consecutive), others 0."""
+    height, width = on.shape
+    step = max(1, math.ceil(height / LABEL_ROWS))
+    grid = F.max_pool2d(on.float()[None, None], step, ceil_mode=True) if step > 1 else on.float()[None, None]
+    gh, gw = grid.shape[-2:]
+    labels = torch.arange(1, gh * gw + 1, dtype=torch.float32).view(1, 1, gh, gw) * grid
+    for i in range(gh * gw):
+        grown = F.max_pool2d(labels, 3, stride=1, padding=1) * grid
+        if i % 8 == 7 and torch.equal(grown, labels):
+            break
+        labels = grown
+    full = labels[0, 0].repeat_interleave(step, dim=0).repeat_interleave(step, dim=1)[:height, :width]
+    return full.long() * on
+
+
+def _pieces(ink: torch.Tensor, labels: torch.Tensor, groups: list[frozenset[int]]) -> list[Piece]:
+    """Each group of labels as a Piece over all its columns, left to right."""
+    pieces = []
+    for group in groups:
+        mask = _in(labels, group)
+        pieces.append(_piece(ink, mask, group, 0, ink.shape[1]))
+    return sorted((p for p in pieces if p.mass > 0), key=lambda p: (p.left + p.right) / 2)
+
+
+def _piece(ink: torch.Tensor, mask: torch.Tensor, group: frozenset[int], left: int, right: int) -> Piece:
+    """The Piece of `mask`'s ink between columns left and right (its own extent within them)."""
+    mask = mask.clone()
+    mask[:, :left], mask[:, right:] = False, False
+    rows, cols = mask.any(dim=1).nonzero().flatten(), mask.any(dim=0).nonzero().flatten()
+    if not len(cols):
+        return Piece(group, left, left, 0, 0, 0.0)
+    return Piece(group, int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1, float(ink[mask].sum()))
+
+
+def _in(labels: torch.Tensor, group: frozenset[int]) -> torch.Tensor:
+    return torch.isin(labels, torch.tensor(sorted(group)))
+
+
+def _merge_overlapping(pieces: list[Piece]) -> list[Piece]:
+    """Merge neighbours whose columns overlap by MERGE_OVERLAP of the narrower one's width, where one
+    lies over the other or is short beside it (a flag, a broken stroke): two slanted digits side by
+    side share columns too, but each runs the height of the line."""
+    merged: list[Piece] = []
+    for piece in pieces:
+        if merged:
+            last = merged[-1]
+            shared = min(last.right, piece.right) - max(last.left, piece.left)
+            rows = min(last.bottom, piece.bottom) - max(last.top, piece.top)
+            heights = sorted((last.bottom - last.top, piece.bottom - piece.top))
+            if shared >= MERGE_OVERLAP * max(1, min(last.width, piece.width)) and (
+                    rows <= MERGE_OVERLAP * heights[0] or heights[0] < FRAGMENT * heights[1]):
+                merged[-1] = _union(last, piece)
+                continue
+        merged.append(piece)
+    return merged
+
+
+def _union(a: Piece, b: Piece) -> Piece:
+    return Piece(a.labels | b.labels, min(a.left, b.left), max(a.right, b.right), min(a.top, b.top),
+                 max(a.bottom, b.bottom), a.mass + b.mass)
+
+
+def _count(piece: Piece, height: float) -> int:
+    """How many digits a piece may hold, judged by its width against the field's digit height."""
+    if piece.width <= SPLIT_ASPECT * height:
+        return 1
+    return min(MAX_SPLIT, max(2, round(piece.width / (DIGIT_ASPECT * height))))
+
+
+def _to_count(f: _Field, digits: int, judge: Judge | None) -> None:
+    """Merge the narrowest neighbouring pair, or cut the widest piece in two, until there are `digits`."""
+    while len(f.pieces) > digits:
+        k = min(range(len(f.pieces) - 1), key=lambda i: f.pieces[i + 1].right - f.pieces[i].left)
+        f.pieces[k:k + 2] = [_union(f.pieces[k], f.pieces[k + 1])]
+    while len(f.pieces) < digits:
+        k = max(range(len(f.pieces)), key=lambda i: f.pieces[i].width)
+        parts = _best_cuts([(f, f.pieces[k])], judge, keep_whole=[False])[0]
+        if len(parts) < 2:
+            break
+        f.pieces[k:k + 1] = parts
+
+
+def _crop(ink: torch.Tensor, labels: torch.Tensor, piece: Piece) -> torch.Tensor:
+    """The piece's own ink, cut out to its box."""
+    mask = _in(labels, piece.labels)[piece.top:piece.bottom, piece.left:piece.right]
+    return ink[piece.top:piece.bottom, piece.left:piece.right] * mask
+
+
+def _stack(crops: list[torch.Tensor]) -> torch.Tensor:
+    """Crops of any sizes, zero-padded at the bottom right into one N x H x W tensor."""
+    height, width = max(c.shape[0] for c in crops), max(c.shape[1] for c in crops)
+    out = torch.zeros(len(crops), max(height, 1), max(width, 1))
+    for k, c in enumerate(crops):
+        out[k, :c.shape[0], :c.shape[1]] = c
+    return out

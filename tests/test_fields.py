@@ -1,0 +1,110 @@
+"""Fields of several digits: `run --field`, `--digits N`, and the cutting in fields.py."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from conftest import draw_digit
+from PIL import Image, ImageDraw
+
+from digitscan.cli import main
+from digitscan.fields import cut_fields
+
+FIELDS = Path(__file__).resolve().parents[1] / "examples" / "fields"
+
+
+def _labels() -> dict[str, str]:
+    with open(FIELDS / "labels.csv", newline="") as f:
+        return {str(FIELDS / row["path"]): row["text"] for row in csv.DictReader(f)}
+
+
+def _row_field(shapes: list[str], gap: int = 14, comb: bool = False) -> Image.Image:
+    """Crude digits (conftest.draw_digit) side by side on one line, optionally each in a printed box."""
+    cells = [draw_digit(size=(60, 90), shape=shape, box=(12, 15, 48, 75)) for shape in shapes]
+    width = len(cells) * 60 + (len(cells) - 1) * gap + 20
+    img = Image.new("L", (width, 110), 235)
+    for k, cell in enumerate(cells):
+        img.paste(cell, (10 + k * (60 + gap), 10))
+    if comb:
+        draw = ImageDraw.Draw(img)
+        draw.rectangle([4, 4, width - 5, 105], outline=60, width=2)
+        for k in range(1, len(cells)):
+            x = 10 + k * (60 + gap) - gap // 2
+            draw.line([(x, 4), (x, 105)], fill=60, width=2)
+    return img
+
+
+def test_example_fields_read_as_their_labels(runner):
+    truth = _labels()
+    result = runner.invoke(main, ["run", str(FIELDS), "--field", "-q"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert [r["path"] for r in rows] == sorted(truth)
+    right = sum(r["text"] == truth[r["path"]] for r in rows)
+    assert right >= 10  # 11 of 15 today: the touching pairs are the hard case
+    combs = [r for r in rows if "comb" in r["path"]]
+    assert [r["text"] for r in combs] == [truth[r["path"]] for r in combs]  # no box line read as a 1
+    assert all(r["inverted"] == ("false" if "light_on_dark" in r["path"] else "true") for r in rows)
+
+
+def test_digits_n_gives_every_field_n_digits_and_reads_no_worse(runner):
+    truth = _labels()
+    plain = runner.invoke(main, ["run", str(FIELDS), "--field", "-q"])
+    right_plain = sum(r["text"] == truth[r["path"]] for r in csv.DictReader(plain.stdout.splitlines()))
+    right = 0
+    for length in (4, 5, 6):
+        paths = [p for p, text in truth.items() if len(text) == length]
+        result = runner.invoke(main, ["run", *paths, "--digits", str(length), "-q"])
+        assert result.exit_code == 0, result.output
+        rows = list(csv.DictReader(result.stdout.splitlines()))
+        assert all(len(r["text"]) == length for r in rows)
+        right += sum(r["text"] == truth[r["path"]] for r in rows)
+    assert right >= right_plain
+
+
+def test_jsonl_rows_carry_each_digit_with_its_box_and_probabilities(runner, tmp_path):
+    image = _row_field(["seven", "one", "zero"])
+    image.save(tmp_path / "field.png")
+    result = runner.invoke(main, ["run", str(tmp_path / "field.png"), "--field", "--format", "jsonl", "--probs", "-q"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)
+    assert row["text"] == "710" and "digit" not in row
+    digits = row["digits"]
+    assert [d["digit"] for d in digits] == [7, 1, 0]
+    lefts = [d["box"][0] for d in digits]
+    assert lefts == sorted(lefts)
+    assert all(0 <= d["box"][0] < d["box"][2] <= image.width and 0 <= d["box"][1] < d["box"][3] <= image.height
+               for d in digits)
+    assert all(len(d["probs"]) == 10 and max(d["probs"]) == d["confidence"] for d in digits)
+    assert math.isclose(row["confidence"], math.prod(d["confidence"] for d in digits), rel_tol=1e-4)
+
+
+def test_a_digit_in_two_strokes_is_one_digit_and_a_comb_is_not_read():
+    broken = _row_field(["one", "seven", "zero"])
+    ImageDraw.Draw(broken).line([(84, 58), (160, 58)], fill=235, width=12)  # a gap across the 7's stem
+    boxed = _row_field(["seven", "one", "zero", "one"], comb=True)
+    cuts = cut_fields([np.asarray(broken), np.asarray(boxed)])
+    assert len(cuts[0].boxes) == 3
+    assert len(cuts[1].boxes) == 4
+
+
+def test_field_flags_that_do_not_go_together_are_refused(runner, tmp_path):
+    _row_field(["seven", "one"]).save(tmp_path / "f.png")
+    for extra, words in ((["--probs"], "JSON or JSONL"), (["--engine", "ray"], "local engine"),
+                         (["--frames", str(tmp_path / "frames")], "--frames")):
+        result = runner.invoke(main, ["run", str(tmp_path / "f.png"), "--field", *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        assert words in result.output
+        assert "Traceback" not in result.output
+
+
+def test_review_refuses_field_results_in_one_line(runner, tmp_path):
+    _row_field(["seven", "one"]).save(tmp_path / "f.png")
+    runner.invoke(main, ["run", str(tmp_path / "f.png"), "--field", "-q", "-o", str(tmp_path / "r.csv")])
+    result = runner.invoke(main, ["review", str(tmp_path / "r.csv"), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 2
+    assert "--field" in result.output and "Traceback" not in result.output
