@@ -48,6 +48,8 @@ CUT_FROM = 0.15
 """...each cut at least this share of the piece's width from its ends..."""
 CUT_TRIES = 12
 """...the judge trying about this many places for it."""
+FRAME_CHUNK = 64
+"""Crops framed together (`_frames`)."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +113,8 @@ def cut_fields(greys: Sequence[Grey], invert: Invert = "auto", digits: int | Non
     if digits is not None:
         for f in live:
             _to_count(f, digits, judge)
-    crops = [_crop(f.ink, f.labels, p) for f in live for p in f.pieces]
-    pixels = normalise(frame(_stack(crops))[0]).numpy() if crops else np.empty((0, FRAME, FRAME))
+    crops = [_crop(f.ink, _in(f.labels, p.labels), p) for f in live for p in f.pieces]
+    pixels = _frames(crops).numpy() if crops else np.empty((0, FRAME, FRAME))
     out, at = [], 0
     for found, (_, inverted, _) in zip(fields, inks, strict=True):
         pieces = found.pieces if found is not None else []
@@ -139,8 +141,8 @@ def _best_cuts(jobs: list[tuple[_Field, Piece]], judge: Judge | None,
     """For each (field, piece), the piece cut in two where the judge is surest of both halves (or the
     piece whole, where `keep_whole` allows it, when the judge is surer of it whole)."""
     options: list[list[list[Piece]]] = []
-    for (f, piece), whole in zip(jobs, keep_whole, strict=True):
-        mask = _in(f.labels, piece.labels)
+    masks = [_in(f.labels, piece.labels) for f, piece in jobs]
+    for (f, piece), whole, mask in zip(jobs, keep_whole, masks, strict=True):
         lo, hi = piece.left + max(1, round(CUT_FROM * piece.width)), piece.right - max(1, round(CUT_FROM * piece.width))
         if judge is None:
             profile = (f.ink * mask).sum(dim=0)
@@ -153,8 +155,9 @@ def _best_cuts(jobs: list[tuple[_Field, Piece]], judge: Judge | None,
         options.append(([[piece]] if whole or not cuts else []) + cuts)
     if judge is None:
         return [o[-1] for o in options]
-    crops = [_crop(f.ink, f.labels, p) for (f, _), o in zip(jobs, options, strict=True) for parts in o for p in parts]
-    sure = judge(normalise(frame(_stack(crops))[0])).amax(dim=1).log().tolist()
+    crops = [_crop(f.ink, mask, p) for (f, _), mask, o in zip(jobs, masks, options, strict=True)
+             for parts in o for p in parts]
+    sure = judge(_frames(crops)).amax(dim=1).log().tolist()
     chosen, at_ = [], 0
     for o in options:
         scores = []
@@ -224,12 +227,12 @@ def _pieces(ink: torch.Tensor, labels: torch.Tensor, groups: list[frozenset[int]
 
 def _piece(ink: torch.Tensor, mask: torch.Tensor, group: frozenset[int], left: int, right: int) -> Piece:
     """The Piece of `mask`'s ink between columns left and right (its own extent within them)."""
-    mask = mask.clone()
-    mask[:, :left], mask[:, right:] = False, False
-    rows, cols = mask.any(dim=1).nonzero().flatten(), mask.any(dim=0).nonzero().flatten()
+    part = mask[:, left:right]
+    rows, cols = part.any(dim=1).nonzero().flatten(), part.any(dim=0).nonzero().flatten()
     if not len(cols):
         return Piece(group, left, left, 0, 0, 0.0)
-    return Piece(group, int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1, float(ink[mask].sum()))
+    return Piece(group, left + int(cols[0]), left + int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1,
+                 float((ink[:, left:right] * part).sum()))
 
 
 def _in(labels: torch.Tensor, group: frozenset[int]) -> torch.Tensor:
@@ -280,16 +283,23 @@ def _to_count(f: _Field, digits: int, judge: Judge | None) -> None:
         f.pieces[k:k + 1] = parts
 
 
-def _crop(ink: torch.Tensor, labels: torch.Tensor, piece: Piece) -> torch.Tensor:
-    """The piece's own ink, cut out to its box."""
-    mask = _in(labels, piece.labels)[piece.top:piece.bottom, piece.left:piece.right]
-    return ink[piece.top:piece.bottom, piece.left:piece.right] * mask
+def _crop(ink: torch.Tensor, mask: torch.Tensor, piece: Piece) -> torch.Tensor:
+    """The piece's own ink (`mask`: its labels' points), cut out to its box."""
+    box = (slice(piece.top, piece.bottom), slice(piece.left, piece.right))
+    return ink[box] * mask[box]
 
 
-def _stack(crops: list[torch.Tensor]) -> torch.Tensor:
-    """Crops of any sizes, zero-padded at the bottom right into one N x H x W tensor."""
-    height, width = max(c.shape[0] for c in crops), max(c.shape[1] for c in crops)
-    out = torch.zeros(len(crops), max(height, 1), max(width, 1))
-    for k, c in enumerate(crops):
-        out[k, :c.shape[0], :c.shape[1]] = c
+def _frames(crops: list[torch.Tensor]) -> torch.Tensor:
+    """Normalised 28 x 28 frames of crops of any sizes, framed FRAME_CHUNK at a time in order of
+    size, so that few are padded far beyond their own size."""
+    out = torch.zeros(len(crops), FRAME, FRAME)
+    order = sorted(range(len(crops)), key=lambda k: crops[k].shape[0] * crops[k].shape[1])
+    for start in range(0, len(order), FRAME_CHUNK):
+        chunk = order[start:start + FRAME_CHUNK]
+        height = max(max(crops[k].shape[0] for k in chunk), 1)
+        width = max(max(crops[k].shape[1] for k in chunk), 1)
+        canvas = torch.zeros(len(chunk), height, width)
+        for row, k in enumerate(chunk):
+            canvas[row, :crops[k].shape[0], :crops[k].shape[1]] = crops[k]
+        out[torch.tensor(chunk)] = normalise(frame(canvas)[0])
     return out
