@@ -11,6 +11,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from digitscan.fit import HOLDOUT
 from digitscan.synth import FIELD_LOOKS, SHAPES, STYLES, field
@@ -30,11 +31,8 @@ def main() -> None:
     images, labels = load_mnist(Path(args.data), train=True)
     images, labels = images[-HOLDOUT:], labels[-HOLDOUT:]
     rng = np.random.default_rng(2026)
-    out = HERE / "scans"
-    out.mkdir(exist_ok=True)
-    for old in out.iterdir():
-        old.unlink()
-    rows = []
+    out = emptied(HERE / "scans")
+    rows: list[tuple[str, object]] = []
     everyone = np.arange(len(labels))
     kinds = [(name, style, everyone) for name, style in STYLES.items()]
     kinds += [(name, style, np.nonzero(labels.numpy() == digit)[0]) for name, (digit, style) in SHAPES.items()]
@@ -43,20 +41,14 @@ def main() -> None:
             i = int(among[rng.integers(len(among))])
             file = out / f"{name}_{k + 1}{SUFFIX.get(name, '.png')}"
             img = style(images[i].numpy(), rng)
-            if file.suffix == ".jpg":
-                img.convert("RGB").save(file, quality=85)
-            else:
-                img.save(file)
+            save(img, file)
             rows.append((f"scans/{file.name}", int(labels[i])))
     # One large phone photo, to show reduced-size decoding of big JPEGs.
     i = int(rng.integers(len(labels)))
     big = STYLES["tinted_photo"](images[i].numpy(), rng).convert("RGB").resize((1200, 1200))
     big.save(out / "large_photo.jpg", quality=85)
     rows.append(("scans/large_photo.jpg", int(labels[i])))
-    with open(HERE / "labels.csv", "w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["path", "digit"])
-        writer.writerows(sorted(rows))
+    write_labels(HERE / "labels.csv", "digit", rows)
     print(f"wrote {len(rows)} images to {out}")
     write_fields(images.numpy(), labels.numpy())
 
@@ -64,24 +56,40 @@ def main() -> None:
 def write_fields(images: np.ndarray, labels: np.ndarray) -> None:
     """examples/fields: each kind of field (synth.FIELD_LOOKS) of 4, 5 and 6 digits, and its labels."""
     rng = np.random.default_rng(2027)
-    out = HERE / "fields"
-    out.mkdir(exist_ok=True)
-    for old in out.iterdir():
-        old.unlink()
-    rows = []
+    out = emptied(HERE / "fields")
+    rows: list[tuple[str, object]] = []
     for name, look in FIELD_LOOKS.items():
         for length in FIELD_LENGTHS:
             pick = rng.choice(len(labels), size=length, replace=False)
             text = "".join(str(int(labels[i])) for i in pick)
             img = field([images[i] for i in pick], rng, look)
             file = out / f"{name}_{length}{'.jpg' if look.photo else '.png'}"
-            img.convert("RGB").save(file, quality=85) if look.photo else img.save(file)
+            save(img, file)
             rows.append((file.name, text))
-    with open(out / "labels.csv", "w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["path", "text"])
-        writer.writerows(sorted(rows))
+    write_labels(out / "labels.csv", "text", rows)
     print(f"wrote {len(rows)} fields to {out}")
+
+
+def emptied(folder: Path) -> Path:
+    folder.mkdir(exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    return folder
+
+
+def save(img: Image.Image, file: Path) -> None:
+    """PNG and BMP as they are; JPEG from RGB at quality 85."""
+    if file.suffix == ".jpg":
+        img.convert("RGB").save(file, quality=85)
+    else:
+        img.save(file)
+
+
+def write_labels(path: Path, column: str, rows: list[tuple[str, object]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["path", column])
+        writer.writerows(sorted(rows))
 
 
 if __name__ == "__main__":
