@@ -7,7 +7,9 @@ in input order to the same writers.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,36 +23,51 @@ from .defaults import RUN_BATCH
 from .errors import DigitscanError
 from .model import WeightsError, default_weights, load_archive
 from .preprocess import FRAME, Invert
-from .scorer import Result, check_scores
+from .scorer import Reading, Result, check_scores, field_result, read_fields
 
 
 class EngineUnavailable(DigitscanError):
     """Ray is not installed, or the cluster cannot be reached."""
 
 
-def _prepare(batch: dict[str, np.ndarray], invert: str) -> dict[str, np.ndarray]:
-    """Ray task: decode and preprocess a batch of paths exactly as the local engine does."""
-    dataset = ScanDataset([str(p) for p in batch["path"]], invert)  # type: ignore[arg-type]
+def _prepare(batch: dict[str, np.ndarray], invert: str, field: bool) -> dict[str, np.ndarray]:
+    """Ray task: decode and preprocess a batch of paths exactly as the local engine does (fields
+    are only decoded: the model's actor cuts them, judging the cuts)."""
+    dataset = ScanDataset([str(p) for p in batch["path"]], invert, field=field)  # type: ignore[arg-type]
     items = dataset.__getitems__(range(len(dataset)))
     blank = np.zeros((FRAME, FRAME), dtype=np.float32)
-    return {
+    out = {
         "index": batch["index"],
-        "pixels": np.stack([blank if it.pixels is None else it.pixels for it in items]),
         "status": np.array([it.status for it in items], dtype=object),
         "inverted": np.array([-1 if it.inverted is None else int(it.inverted) for it in items], dtype=np.int8),
         "error": np.array([it.error for it in items], dtype=object),
     }
+    if field:
+        out["grey"] = np.empty(len(items), dtype=object)  # one array a field, of its own size
+        for k, it in enumerate(items):
+            out["grey"][k] = it.grey[0] if it.grey is not None else np.zeros((1, 1), dtype=np.uint8)
+        out["scale"] = np.array([it.grey[1] if it.grey is not None else 1.0 for it in items])
+    else:
+        out["pixels"] = np.stack([blank if it.pixels is None else it.pixels for it in items])
+    return out
 
 
 class _Model:
     """Ray actor: loads the archive once, scores the ok images of each batch."""
 
-    def __init__(self, weights: str) -> None:
+    def __init__(self, weights: str, invert: Invert, digits: int | None) -> None:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.weights = Path(weights)
         self.model = load_archive(self.weights, self.device)
+        self.invert, self.digits = invert, digits
+
+    def _probabilities(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames.unsqueeze(1).to(self.device)
+        return torch.softmax(check_scores(self.model(x), len(x), self.weights).float(), dim=1).cpu()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if "grey" in batch:
+            return self._fields(batch)
         ok = batch["status"] == OK
         probs = np.full((len(ok), 10), np.nan, dtype=np.float32)
         fatal = ""  # our own error goes back as data: Ray would wrap it beyond recognition
@@ -66,11 +83,30 @@ class _Model:
             "probs": probs, "fatal": np.full(len(ok), fatal, dtype=object)}
 
 
+    @torch.inference_mode()
+    def _fields(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Cut and read the ok fields; each row's readings go back as JSON (None: blank or not ok)."""
+        ok = np.nonzero(batch["status"] == OK)[0]
+        read = np.full(len(batch["status"]), None, dtype=object)
+        fatal = ""
+        try:
+            greys = [(batch["grey"][k], float(batch["scale"][k])) for k in ok]
+            for k, (inverted, readings) in zip(ok, read_fields(greys, self.invert, self.digits, self._probabilities),
+                                               strict=True):
+                read[k] = json.dumps({"inverted": inverted, "digits": None if readings is None else
+                                      [dataclasses.astuple(r) for r in readings]})
+        except DigitscanError as exc:
+            fatal = str(exc)
+        return {key: batch[key] for key in ("index", "status", "inverted", "error")} | {
+            "read": read, "fatal": np.full(len(read), fatal, dtype=object)}
+
+
 class RayScorer:
     """Scores sources on a Ray cluster (a local one without `address`); same interface as Scorer."""
 
     def __init__(self, weights: str | Path | None = None, batch_size: int = RUN_BATCH, invert: Invert = "auto",
-                 address: str | None = None, actors: int = 1, gpus_per_actor: float = 0.0) -> None:
+                 address: str | None = None, actors: int = 1, gpus_per_actor: float = 0.0,
+                 digits: int | None = None, field: bool = False) -> None:
         try:
             import ray
         except ImportError:
@@ -79,6 +115,7 @@ class RayScorer:
         load_archive(self.weights)  # a bad archive fails here, before the cluster is started
         self.batch_size, self.invert = batch_size, invert
         self.actors, self.gpus_per_actor = actors, gpus_per_actor
+        self.field, self.digits = field or digits is not None, digits
         try:
             if ray.is_initialized():
                 pass  # the caller set Ray up (a notebook, a test): use it as it is
@@ -104,11 +141,12 @@ class RayScorer:
         if not items:
             return
         ds: ray.data.Dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items) // self.batch_size))
-        ds = ds.map_batches(functools.partial(_prepare, invert=self.invert), batch_size=self.batch_size,
-                            batch_format="numpy")
+        ds = ds.map_batches(functools.partial(_prepare, invert=self.invert, field=self.field),
+                            batch_size=self.batch_size, batch_format="numpy")
         ds = ds.map_batches(_Model, batch_size=self.batch_size, batch_format="numpy", concurrency=self.actors,
                             num_cpus=0.25, num_gpus=self.gpus_per_actor,
-                            fn_constructor_kwargs={"weights": str(self.weights)})
+                            fn_constructor_kwargs={"weights": str(self.weights), "invert": self.invert,
+                                                   "digits": self.digits})
         for batch in ds.iter_batches(batch_size=self.batch_size, batch_format="numpy"):
             if any(batch["fatal"]):
                 raise WeightsError(next(str(message) for message in batch["fatal"] if message))
@@ -120,6 +158,11 @@ class RayScorer:
         inverted = None if batch["inverted"][n] < 0 else bool(batch["inverted"][n])
         if batch["status"][n] != OK:
             return Result(path, None, None, inverted, str(batch["status"][n]), str(batch["error"][n]))
+        if "read" in batch:
+            read = json.loads(batch["read"][n])
+            digits = read["digits"]
+            return field_result(path, read["inverted"], None if digits is None else [
+                Reading(digit, confidence, tuple(box), probs) for digit, confidence, box, probs in digits])
         probs = batch["probs"][n]
         digit = int(probs.argmax())
         return Result(path, digit, float(probs[digit]), inverted, OK, probs=probs.tolist())

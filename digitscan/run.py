@@ -74,9 +74,10 @@ def make_scorer(opts: RunOptions) -> Scorer | RayScorer:
     if opts.engine == "ray":
         from .ray_engine import RayScorer
 
-        if opts.frames is not None or opts.field:
-            raise OutputError("--frames and --field work with the local engine only")
-        return RayScorer(opts.weights, opts.batch_size, opts.invert, opts.address, opts.actors, opts.gpus_per_actor)
+        if opts.frames is not None:
+            raise OutputError("--frames works with the local engine only")
+        return RayScorer(opts.weights, opts.batch_size, opts.invert, opts.address, opts.actors, opts.gpus_per_actor,
+                         opts.digits, opts.field)
     return Scorer(opts.weights, opts.device, opts.batch_size, opts.workers, opts.invert,
                   keep_frames=opts.frames is not None, decode_on_device=opts.gpu_decode, field=opts.field,
                   digits=opts.digits)

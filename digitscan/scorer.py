@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from .dataset import BLANK, ERROR, OK, Batch, Item, ScanDataset, make_loader
 from .defaults import RUN_BATCH
 from .devices import describe, pick_device
-from .fields import cut_fields
+from .fields import Judge, cut_fields
 from .frames import to_uint8
 from .model import WeightsError, default_weights, load_archive
 from .ondevice import prepare_on_device
@@ -166,28 +166,15 @@ class Scorer:
 
     @torch.inference_mode()
     def _field_results(self, batch: Batch, sources: Sequence[str | Image.Image]) -> list[Result]:
-        """Cut each field into digits (fields.py, the model judging doubtful cuts) and read them."""
-        cuts = cut_fields([g for g, _ in batch.greys], self.invert, self.digits, judge=self._probabilities)
-        by_position = dict(zip(batch.ok, zip(cuts, (scale for _, scale in batch.greys), strict=True), strict=True))
-        frames = [c.pixels for c in cuts if c.pixels is not None]
-        probs = self._probabilities(torch.from_numpy(np.concatenate(frames))).tolist() if frames else []
-        results, at = [], 0
+        read = dict(zip(batch.ok, read_fields(batch.greys, self.invert, self.digits, self._probabilities),
+                        strict=True))
+        results = []
         for pos, item in enumerate(batch.items):
             name = _name(sources[item.index], item.index)
-            cut, scale = by_position.get(pos, (None, 1.0))
-            if cut is None or cut.pixels is None:
-                status = item.status if cut is None else BLANK
-                results.append(Result(name, None, None, item.inverted if cut is None else cut.inverted, status,
-                                      item.error))
-                continue
-            readings = []
-            for box, p in zip(cut.boxes, probs[at:at + len(cut.boxes)], strict=True):
-                best = max(range(10), key=p.__getitem__)
-                readings.append(Reading(best, p[best], tuple(round(v * scale) for v in box), p))  # type: ignore[arg-type]
-            at += len(cut.boxes)
-            text = "".join(str(r.digit) for r in readings)
-            sure = math.prod(r.confidence for r in readings)
-            results.append(Result(name, None, sure, cut.inverted, OK, text=text, digits=readings))
+            if pos in read:
+                results.append(field_result(name, *read[pos]))
+            else:
+                results.append(Result(name, None, None, item.inverted, item.status, item.error))
         return results
 
     @torch.inference_mode()
@@ -214,6 +201,34 @@ class Scorer:
             else:
                 results.append(Result(name, None, None, item.inverted, item.status, item.error))
         return results
+
+
+def read_fields(greys: Sequence[tuple[np.ndarray, float]], invert: Invert, digits: int | None,
+                probabilities: Judge) -> list[tuple[bool, list[Reading] | None]]:
+    """Each decoded field (with its scale, as `ScanDataset(field=True)` gives it) cut into digits, the
+    model judging doubtful cuts (fields.py), and read: (inverted, its readings, or None when blank)."""
+    cuts = cut_fields([grey for grey, _ in greys], invert, digits, judge=probabilities)
+    frames = [cut.pixels for cut in cuts if cut.pixels is not None]
+    probs = probabilities(torch.from_numpy(np.concatenate(frames))).tolist() if frames else []
+    out: list[tuple[bool, list[Reading] | None]] = []
+    at = 0
+    for cut, (_, scale) in zip(cuts, greys, strict=True):
+        readings = []
+        for (left, top, right, bottom), p in zip(cut.boxes, probs[at:at + len(cut.boxes)], strict=True):
+            best = max(range(10), key=p.__getitem__)
+            box = (round(left * scale), round(top * scale), round(right * scale), round(bottom * scale))
+            readings.append(Reading(best, p[best], box, p))
+        at += len(cut.boxes)
+        out.append((cut.inverted, readings if cut.pixels is not None else None))
+    return out
+
+
+def field_result(name: str, inverted: bool, readings: list[Reading] | None) -> Result:
+    """The row of a field: its digits as text, and the product of their confidences."""
+    if readings is None:
+        return Result(name, None, None, inverted, BLANK)
+    return Result(name, None, math.prod(r.confidence for r in readings), inverted, OK,
+                  text="".join(str(r.digit) for r in readings), digits=readings)
 
 
 def check_scores(scores: object, n: int, weights: Path) -> torch.Tensor:

@@ -94,8 +94,7 @@ def test_a_digit_in_two_strokes_is_one_digit_and_a_comb_is_not_read():
 
 def test_field_flags_that_do_not_go_together_are_refused(runner, tmp_path):
     _row_field(["seven", "one"]).save(tmp_path / "f.png")
-    for extra, words in ((["--probs"], "JSON or JSONL"), (["--engine", "ray"], "local engine"),
-                         (["--frames", str(tmp_path / "frames")], "--frames")):
+    for extra, words in ((["--probs"], "JSON or JSONL"), (["--frames", str(tmp_path / "frames")], "--frames")):
         result = runner.invoke(main, ["run", str(tmp_path / "f.png"), "--field", *extra])
         assert result.exit_code == 2, (extra, result.output)
         assert words in result.output

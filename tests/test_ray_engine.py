@@ -44,6 +44,24 @@ def test_ray_rows_equal_local_rows(runner, tmp_path, local_ray):
             assert x[key] == pytest.approx(y[key], abs=1e-3), (x["path"], key)
 
 
+def test_ray_reads_fields_as_the_local_engine_does(runner, tmp_path, local_ray):
+    for src in sorted((EXAMPLES / "fields").glob("*_4.*")):
+        shutil.copy(src, tmp_path / src.name)
+    draw_digit().point(lambda v: 230).save(tmp_path / "zz_blank.png")
+    args = ["run", str(tmp_path), "-q", "--format", "jsonl", "--probs", "--field", "--batch-size", "2"]
+    local = runner.invoke(main, args)
+    distributed = runner.invoke(main, [*args, "--engine", "ray", "--actors", "2"])
+    assert local.exit_code == distributed.exit_code == 0, distributed.output
+    a, b = jsonl(local.stdout), jsonl(distributed.stdout)
+    assert len(a) == len(b) == 6
+    assert b[-1]["status"] == "blank" and b[-1]["text"] is None
+    for x, y in zip(a, b, strict=True):
+        for key in ("path", "text", "inverted", "status"):
+            assert x[key] == y[key], (key, x, y)
+        assert [d["box"] for d in x.get("digits", [])] == [d["box"] for d in y.get("digits", [])]
+        assert x["confidence"] == pytest.approx(y["confidence"], abs=1e-3)
+
+
 def test_ray_summary_names_the_engine(runner, tmp_path, local_ray):
     draw_digit().save(tmp_path / "seven.png")
     result = runner.invoke(main, ["run", str(tmp_path), "--engine", "ray"])
