@@ -4,9 +4,10 @@ Steps, after the same paper and polarity work as for single digits (`preprocess.
 
 1. Erase a printed comb or box: thin lines along SEPARATOR_SHARE of the field's ink.
 2. Find the ink's connected pieces (on a grid of at most LABEL_ROWS rows).
-3. Merge pieces that share their columns (a 5's flag, a 4 drawn in two strokes), then drop specks.
-4. Split a piece too wide for one digit at the columns with the least ink; with `digits`, merge the
-   closest neighbours or split the widest piece until there are that many.
+3. Merge pieces that share their columns and lie over one another (a 5's flag, a 4 drawn in two
+   strokes), then drop specks.
+4. Cut a piece too wide for one digit where the model (the judge) is surest of both parts; with
+   `digits`, merge the closest neighbours or cut the widest piece until there are that many.
 5. Frame each digit as a single digit is framed (`preprocess.frame`).
 """
 
@@ -146,11 +147,11 @@ def _best_cuts(jobs: list[tuple[_Field, Piece]], judge: Judge | None,
         lo, hi = piece.left + max(1, round(CUT_FROM * piece.width)), piece.right - max(1, round(CUT_FROM * piece.width))
         if judge is None:
             profile = (f.ink * mask).sum(dim=0)
-            at = [lo + int(profile[lo:hi].argmin())] if hi > lo else []
+            places = [lo + int(profile[lo:hi].argmin())] if hi > lo else []
         else:
-            at = list(range(lo, hi, max(1, (hi - lo) // CUT_TRIES)))
+            places = list(range(lo, hi, max(1, (hi - lo) // CUT_TRIES)))
         cuts = [[_piece(f.ink, mask, piece.labels, piece.left, c), _piece(f.ink, mask, piece.labels, c, piece.right)]
-                for c in at]
+                for c in places]
         cuts = [c for c in cuts if min(p.mass for p in c) > 0]
         options.append(([[piece]] if whole or not cuts else []) + cuts)
     if judge is None:
@@ -158,12 +159,12 @@ def _best_cuts(jobs: list[tuple[_Field, Piece]], judge: Judge | None,
     crops = [_crop(f.ink, mask, p) for (f, _), mask, o in zip(jobs, masks, options, strict=True)
              for parts in o for p in parts]
     sure = judge(_frames(crops)).amax(dim=1).log().tolist()
-    chosen, at_ = [], 0
+    chosen, at = [], 0
     for o in options:
         scores = []
         for parts in o:
-            scores.append(sum(sure[at_:at_ + len(parts)]))
-            at_ += len(parts)
+            scores.append(sum(sure[at:at + len(parts)]))
+            at += len(parts)
         chosen.append(o[max(range(len(o)), key=scores.__getitem__)])
     return chosen
 
@@ -173,10 +174,11 @@ def _drop_comb(ink: torch.Tensor) -> torch.Tensor:
     of the span of the field's ink: rows (its top and bottom) and, only where there are such rows,
     columns (its sides and separators), since a written 1 may be as tall and straight as a separator."""
     on = ink > FAINT_INK
-    rows = _lines(on, dim=1, thin=max(3, math.ceil(ink.shape[0] / LINE_SHARE)))
+    thin = max(3, math.ceil(ink.shape[0] / LINE_SHARE))
+    rows = _lines(on, dim=1, thin=thin)
     if bool(rows.all()):
         return ink
-    cols = _lines(on * rows.view(-1, 1), dim=0, thin=max(3, math.ceil(ink.shape[0] / LINE_SHARE)))
+    cols = _lines(on & (rows.view(-1, 1) > 0), dim=0, thin=thin)
     return ink * rows.view(-1, 1) * cols.view(1, -1)
 
 
