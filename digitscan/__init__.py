@@ -13,7 +13,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "predict": "scorer", "Scorer": "scorer", "Result": "scorer",
+    "predict": "scorer", "Scorer": "scorer", "Result": "scorer", "Reading": "scorer",
     "prepare": "preprocess", "load_grey": "decode", "load_archive": "model", "DigitNet": "model",
 }
 

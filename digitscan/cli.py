@@ -143,6 +143,7 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, bat
       digitscan run scans/ --out results.csv
       find scans -name '*.png' | digitscan run - --format jsonl
       digitscan run scans/ -r --probs --out results.json
+      digitscan run postcodes/ --digits 5 --format jsonl
 
     With --out FILE, the settings that shape the rows go in FILE.settings.json beside it, and
     --resume refuses to continue a file made with other columns, weights or --invert.
