@@ -23,7 +23,7 @@ from .defaults import RUN_BATCH
 from .errors import DigitscanError
 from .model import WeightsError, default_weights, load_archive
 from .preprocess import FRAME, Invert
-from .scorer import Reading, Result, check_scores, field_result, read_fields
+from .scorer import Reading, Result, checked_probabilities, field_result, read_fields
 
 
 class EngineUnavailable(DigitscanError):
@@ -62,8 +62,7 @@ class _Model:
         self.invert, self.digits = invert, digits
 
     def _probabilities(self, frames: torch.Tensor) -> torch.Tensor:
-        x = frames.unsqueeze(1).to(self.device)
-        return torch.softmax(check_scores(self.model(x), len(x), self.weights).float(), dim=1).cpu()
+        return checked_probabilities(self.model, frames.unsqueeze(1).to(self.device), self.weights)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "grey" in batch:
@@ -75,8 +74,7 @@ class _Model:
             x = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok])).unsqueeze(1).to(self.device)
             with torch.inference_mode():
                 try:
-                    scores = check_scores(self.model(x), len(x), self.weights)
-                    probs[ok] = torch.softmax(scores.float(), dim=1).cpu().numpy()
+                    probs[ok] = checked_probabilities(self.model, x, self.weights).numpy()
                 except DigitscanError as exc:
                     fatal = str(exc)
         return {key: batch[key] for key in ("index", "status", "inverted", "error")} | {

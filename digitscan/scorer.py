@@ -157,12 +157,9 @@ class Scorer:
         pixels = torch.cat([batch.pixels.to(self.device), pixels.unsqueeze(1).to(self.device)])
         return Batch(batch.indices, pixels, ok, items)
 
-    def _scores(self, x: torch.Tensor) -> torch.Tensor:
-        return check_scores(self.model(x), len(x), self.weights)
-
     def _probabilities(self, frames: torch.Tensor) -> torch.Tensor:
         """The model's ten probabilities for N x 28 x 28 normalised frames, on the CPU."""
-        return torch.softmax(self._scores(frames.unsqueeze(1).to(self.device)).float(), dim=1).cpu()
+        return checked_probabilities(self.model, frames.unsqueeze(1).to(self.device), self.weights)
 
     @torch.inference_mode()
     def _field_results(self, batch: Batch, sources: Sequence[str | Image.Image]) -> list[Result]:
@@ -187,7 +184,7 @@ class Scorer:
         results = []
         if batch.ok:
             x = batch.pixels.to(self.device, non_blocking=True)
-            scores = torch.softmax(self._scores(x).float(), dim=1).cpu()
+            scores = checked_probabilities(self.model, x, self.weights)
             conf, digit = scores.max(dim=1)
             # Python lists once per batch: indexing tensors costs microseconds an element.
             probs, confs, digits = scores.tolist(), conf.tolist(), digit.tolist()
@@ -229,6 +226,13 @@ def field_result(name: str, inverted: bool, readings: list[Reading] | None) -> R
         return Result(name, None, None, inverted, BLANK)
     return Result(name, None, math.prod(r.confidence for r in readings), inverted, OK,
                   text="".join(str(r.digit) for r in readings), digits=readings)
+
+
+def checked_probabilities(model: torch.nn.Module | torch.jit.ScriptModule, x: torch.Tensor,
+                          weights: Path) -> torch.Tensor:
+    """The model's ten probabilities, on the CPU, for a batch x (N x 1 x 28 x 28, on the model's
+    device), its scores checked first (`check_scores`)."""
+    return torch.softmax(check_scores(model(x), len(x), weights).float(), dim=1).cpu()
 
 
 def check_scores(scores: object, n: int, weights: Path) -> torch.Tensor:
