@@ -40,11 +40,9 @@ SPLIT_ASPECT = 1.0
 """A piece wider than this many times the field's digit height may hold several digits (the judge
 says whether it does)..."""
 WHOLE_MAX = 1.5
-"""...and one wider than this many times does: it is cut whatever the judge says of it whole..."""
-DIGIT_ASPECT = 0.7
-"""...about one for each this many times the height of its width."""
+"""...and one wider than this many times does: it is cut whatever the judge says of it whole."""
 MAX_SPLIT = 4
-"""A piece is cut into at most this many digits..."""
+"""A piece is cut into at most this many digits (in rounds of cuts in two)..."""
 CUT_FROM = 0.15
 """...each cut at least this share of the piece's width from its ends..."""
 CUT_TRIES = 12
@@ -101,16 +99,17 @@ def cut_fields(greys: Sequence[Grey], invert: Invert = "auto", digits: int | Non
     inks = ink_batch(greys, invert, edges=False)  # a comb's lines are dropped here, not the digits on them
     fields = [_found(ink) if not blank else None for ink, _, blank in inks]
     live = [f for f in fields if f is not None and f.pieces]
+    whole: set[Piece] = set()  # judged whole already: the judge would say so again
     for _ in range(MAX_SPLIT - 1):
-        wide = [(f, k) for f in live for k, p in enumerate(f.pieces) if _count(p, f.height) > 1]
+        wide = [(f, k) for f in live for k, p in enumerate(f.pieces)
+                if _may_hold_several(p, f.height) and p not in whole]
         if not wide:
             break
         choices = _best_cuts([(f, f.pieces[k]) for f, k in wide], judge,
                              keep_whole=[f.pieces[k].width <= WHOLE_MAX * f.height for f, k in wide])
         for (f, k), parts in sorted(zip(wide, choices, strict=True), key=lambda fk: -fk[0][1]):
+            whole.update(parts if len(parts) == 1 else ())
             f.pieces[k:k + 1] = parts
-        if all(len(parts) == 1 for parts in choices):
-            break
     if digits is not None:
         for f in live:
             _to_count(f, digits, judge)
@@ -265,11 +264,9 @@ def _union(a: Piece, b: Piece) -> Piece:
                  max(a.bottom, b.bottom), a.mass + b.mass)
 
 
-def _count(piece: Piece, height: float) -> int:
-    """How many digits a piece may hold, judged by its width against the field's digit height."""
-    if piece.width <= SPLIT_ASPECT * height:
-        return 1
-    return min(MAX_SPLIT, max(2, round(piece.width / (DIGIT_ASPECT * height))))
+def _may_hold_several(piece: Piece, height: float) -> bool:
+    """Whether a piece is wide enough, against the field's digit height, to hold several digits."""
+    return piece.width > SPLIT_ASPECT * height
 
 
 def _to_count(f: _Field, digits: int, judge: Judge | None) -> None:
