@@ -2,7 +2,8 @@
 
 MNIST's writers were mostly American: few of its 1s carry a flag, few 7s a bar, few 9s a curled
 tail, few 4s an open top, and none is stretched to fill its box as some data sets and scanners do.
-`continental` and `_fill_box` draw those forms from MNIST's own digits, by label.
+`continental` and `_fill_box` draw those forms from MNIST's own digits, by label; `drawn` puts in
+9s and 4s drawn from strokes in forms no edit of MNIST's digits reaches (`strokes`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2.functional import gaussian_blur
 
+from . import strokes
 from .preprocess import FRAME
 
 CONTINENTAL = 0.5
 """Share of the 1s, 7s and 9s given a continental stroke: a flag (sometimes a foot), a bar, a curled tail."""
 OPEN_FOUR = 0.4
 """Share of the 4s whose right stem is cut at the bar (an open-topped 4)."""
+DRAWN = 0.25
+"""Share of the 9s and 4s replaced by ones drawn from strokes in forms MNIST lacks (`strokes`)."""
 FILLED = 0.4
 """Share of the digits stretched across towards a square, as digits normalised to fill their box are."""
 
@@ -28,11 +32,11 @@ def augment(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Randomly distort a batch of N x 1 x 28 x 28 digits with values in [0, 1] and their `labels`;
     return the same shape.
 
-    Continental forms, filled boxes, geometry (rotation, scale, aspect, shear, shift), stroke thickness,
+    Drawn and continental forms, filled boxes, geometry (rotation, scale, aspect, shear, shift), stroke thickness,
     low resolution, binarisation, blur, contrast (gamma) and noise, each drawn per sample from torch's
     global generator.
     """
-    x = continental(x, labels)
+    x = continental(drawn(x, labels), labels)
     x = _fill_box(x, _pick(x, FILLED).flatten())
     x = _affine(x)
     x = _thickness(x)
@@ -45,6 +49,16 @@ def augment(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     x = torch.where(_pick(x, 0.3), x + noise, x)
     peak = x.amax(dim=(2, 3), keepdim=True).clamp_min(1e-3)
     return (x / peak).clamp(0, 1)
+
+
+def drawn(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Replace a share (`DRAWN`) of the 9s and 4s with ones drawn from strokes."""
+    x = x.clone()
+    for digit, draw in ((9, strokes.nines), (4, strokes.fours)):
+        which = (labels == digit) & (torch.rand(len(labels), device=x.device) < DRAWN)
+        if bool(which.any()):
+            x[which] = draw(int(which.sum()), x.device).unsqueeze(1)
+    return x
 
 
 def continental(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -278,3 +278,18 @@ def test_a_malformed_checkpoint_is_one_line_not_a_traceback(runner, mnist_root, 
     result = runner.invoke(main, ["fit", "--resume", "a.ckpt"])
     assert result.exit_code == 2 and "not a digitscan checkpoint" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_drawn_forms_replace_only_nines_and_fours_and_fill_mnists_box(monkeypatch):
+    """Every 9 and 4 is redrawn from strokes when DRAWN is 1; other digits are left as they are. A drawn
+    digit's ink is 20 px on its longer side, inside the 28 px frame, as MNIST's digits are."""
+    monkeypatch.setattr(augment_module, "DRAWN", 1.0)
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 4, 7, 9] * 10)
+    out = augment_module.drawn(torch.zeros(40, 1, 28, 28), labels)
+    inked = out[:, 0] > 0.05
+    assert inked.any(dim=(1, 2)).tolist() == [int(d) in (4, 9) for d in labels]
+    for ink in inked[(labels == 4) | (labels == 9)]:
+        rows, cols = ink.any(dim=1).nonzero().flatten(), ink.any(dim=0).nonzero().flatten()
+        assert 19 <= max(int(rows[-1] - rows[0]), int(cols[-1] - cols[0])) + 1 <= 22
+        assert min(int(rows[0]), int(cols[0])) >= 2 and max(int(rows[-1]), int(cols[-1])) <= 25
