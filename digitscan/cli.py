@@ -119,6 +119,10 @@ def main() -> None:
               help="Each image is a field of several digits on one line: read them all, as `text`.")
 @click.option("--digits", type=click.IntRange(1), default=None, metavar="N",
               help="With --field: each field holds N digits (implies --field).")
+@click.option("--every", type=click.IntRange(1), default=None, metavar="N",
+              help="Videos: read every N-th frame. [default: every frame]")
+@click.option("--fps", type=click.FloatRange(0, min_open=True), default=None, metavar="F",
+              help="Videos: read about F frames a second instead.")
 @click.option("--gpu-decode", is_flag=True,
               help="Decode plain JPEGs with nvJPEG and prepare them on the GPU instead of in the loader workers.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -130,13 +134,14 @@ def main() -> None:
               help="With --engine ray: GPUs reserved by each model actor.")
 def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, batch_size: int, workers: int | None,
         device: str, weights: Path | None, invert: Invert, probs: bool, quiet: bool, resume: bool, frames: Path | None,
-        field: bool, digits: int | None, gpu_decode: bool, engine: str, address: str | None, actors: int,
-        gpus_per_actor: float) -> None:
+        field: bool, digits: int | None, every: int | None, fps: float | None, gpu_decode: bool, engine: str,
+        address: str | None, actors: int, gpus_per_actor: float) -> None:
     """Read the digit in each image of INPUT... and write one row per image.
 
-    INPUT is any mix of folders (scanned for image files), image files, and - (paths read from
-    standard input, one per line). Results go to standard output unless --out names a file;
-    progress, the summary and messages go to standard error.
+    INPUT is any mix of folders (scanned for image and video files), image files, video files
+    (each frame read is one row, named like clip.mp4#t=1.250; pip install "digitscan[video]"),
+    and - (paths read from standard input, one per line). Results go to standard output unless
+    --out names a file; progress, the summary and messages go to standard error.
 
     \b
     Examples:
@@ -144,9 +149,11 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, bat
       find scans -name '*.png' | digitscan run - --format jsonl
       digitscan run scans/ -r --probs --out results.json
       digitscan run postcodes/ --digits 5 --format jsonl
+      digitscan run clip.mp4 --fps 2 --format jsonl
 
     With --out FILE, the settings that shape the rows go in FILE.settings.json beside it, and
-    --resume refuses to continue a file made with other columns, weights or --invert.
+    --resume refuses to continue a file made with other columns, weights, --invert or
+    video sampling.
 
     Exit status: 0 when every image was read, 1 when some could not be (the rest are still
     scored), 2 for usage and set-up errors.
@@ -158,6 +165,8 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, bat
     check_inputs(inputs)
     check_output(out, fmt, resume)
     field = field or digits is not None
+    if every is not None and fps is not None:
+        raise click.UsageError("--every and --fps both choose a video's frames: give one")
     if field:
         check_field_format(fmt, probs)
         if frames is not None:
@@ -168,11 +177,12 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, bat
     from .report import summary_table
     from .run import RunOptions
     from .run import run as run_job
+    from .video import Sampling
 
     opts = RunOptions(out=out, fmt=fmt, recursive=recursive, batch_size=batch_size, workers=workers, device=device,
                       weights=weights, invert=invert, probs=probs, quiet=quiet, resume=resume,
                       engine=engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor, frames=frames,
-                      gpu_decode=gpu_decode, field=field, digits=digits)
+                      gpu_decode=gpu_decode, field=field, digits=digits, sampling=Sampling(every or 1, fps))
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     outcome = run_job(list(inputs), opts)
     if not quiet:

@@ -25,6 +25,7 @@ import numpy as np
 import simplejpeg
 from PIL import ExifTags, Image, ImageOps, ImageStat, UnidentifiedImageError
 
+from . import video
 from .errors import DigitscanError
 
 MAX_PIXELS = 64_000_000
@@ -66,6 +67,8 @@ def load_grey(source: str | Path | Image.Image, side: int = FINE_SIDE) -> np.nda
     """
     if isinstance(source, Image.Image):
         return _to_array(_reduce(_upright(source), side))
+    if video.is_video(str(source)) or video.split_name(str(source)) is not None:
+        return _to_array(_reduce(_video_frame(str(source)), side))
     try:
         _check_regular(source)
         with open(source, "rb") as file:
@@ -103,6 +106,18 @@ def load_grey(source: str | Path | Image.Image, side: int = FINE_SIDE) -> np.nda
         raise DecodeError(f"broken or truncated image ({_first_line(exc)})") from None
     except (ValueError, SyntaxError, EOFError, MemoryError, struct.error) as exc:
         raise DecodeError(f"cannot decode image ({_first_line(exc)})") from None
+
+
+def _video_frame(name: str) -> Image.Image:
+    """A frame of a video named by `video.frame_name`; a video's own path (not expanded into frames,
+    so unreadable) raises with the reason."""
+    frame = video.split_name(name)
+    try:
+        if frame is None:
+            raise DecodeError(video.why_unreadable(name))
+        return video.read_frame(*frame)
+    except video.VideoError as exc:
+        raise DecodeError(str(exc)) from None
 
 
 class _TooSlow(Exception):

@@ -1,4 +1,4 @@
-"""Finding the input images: folders, files and `-` (paths on standard input)."""
+"""Finding the input images (and videos): folders, files and `-` (paths on standard input)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import DigitscanError
+from .video import SUFFIXES as VIDEO_SUFFIXES
 
-EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"})
+EXTENSIONS = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
 class InputError(DigitscanError):

@@ -19,6 +19,7 @@ from .preprocess import Invert
 from .report import Tally
 from .scorer import Scorer
 from .stopping import StopRequest
+from .video import Sampling, expand, is_video
 from .writers import (
     OutputError,
     Writer,
@@ -58,6 +59,8 @@ class RunOptions:
     """Each image is a field of several digits: rows carry `text` (and `digits` in JSON and JSONL)."""
     digits: int | None = None
     """With fields: how many digits each holds, when the form says."""
+    sampling: Sampling = Sampling()
+    """Which frames of a video are read, each as one input."""
 
 
 @dataclass
@@ -96,10 +99,13 @@ def run(inputs: list[str], opts: RunOptions, on_batch: Callable[[int], None] | N
     scorer = make_scorer(opts)
     if opts.frames is not None:
         make_frames_folder(opts.frames)
-    paths = list(iter_paths(inputs, opts.recursive))
-    if not paths:
+    found = list(iter_paths(inputs, opts.recursive))
+    if not found:
         raise InputError("no images found in " + ", ".join(inputs))
+    paths = list(expand(found, opts.sampling))
     settings = {"columns": columns(opts.probs, opts.field), "weights": sha256(scorer.weights), "invert": opts.invert}
+    if any(is_video(p) for p in found):
+        settings["frames"] = str(opts.sampling)
     check_not_an_input(opts.out, paths)
     if opts.resume:
         check_resume_settings(opts.out, opts.fmt, settings)

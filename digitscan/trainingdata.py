@@ -54,10 +54,10 @@ def _labels_from_folder(folder: Path) -> list[tuple[str, int]]:
     """The torchvision ImageFolder layout: folder/7/scan.png is a 7."""
     from torchvision.datasets import ImageFolder
 
-    from .inputs import EXTENSIONS
+    from .inputs import IMAGE_SUFFIXES
 
     try:
-        listing = ImageFolder(str(folder), loader=str, is_valid_file=lambda p: Path(p).suffix.lower() in EXTENSIONS,
+        listing = ImageFolder(str(folder), loader=str, is_valid_file=lambda p: Path(p).suffix.lower() in IMAGE_SUFFIXES,
                               allow_empty=True)
     except (FileNotFoundError, OSError) as exc:
         raise DataUnavailable(f"{folder}: no labelled images ({exc})") from None

@@ -26,7 +26,7 @@ PROB_COLUMNS = [f"p{d}" for d in range(10)]
 SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 SETTINGS_SUFFIX = ".settings.json"
 """Beside a results file, the settings that shaped its rows: `--resume` must not change them."""
-SETTING_FLAGS = {"columns": "--probs", "weights": "--weights", "invert": "--invert"}
+SETTING_FLAGS = {"columns": "--probs", "weights": "--weights", "invert": "--invert", "frames": "--every/--fps"}
 NAME_ERRORS = {"csv": "surrogateescape", "json": "backslashreplace", "jsonl": "backslashreplace"}
 """A file name that is not valid UTF-8 (ordinary on Linux) is written as its own bytes in CSV, and as
 the escape \\udcXX that Python's json reads back to the same name in JSON: either way --resume finds it."""
@@ -97,7 +97,7 @@ def check_resume_settings(out: str, fmt: str, settings: dict[str, Any]) -> None:
         raise OutputError(f"{out}: not a digitscan results file (its first line is not digitscan's {fmt} header); "
                           "--resume only appends to digitscan's own output")
     saved = read_settings(out) or {"columns": own}
-    differ = [flag for key, flag in SETTING_FLAGS.items() if key in saved and saved[key] != settings[key]]
+    differ = [flag for key, flag in SETTING_FLAGS.items() if key in saved and saved[key] != settings.get(key)]
     if differ:
         raise OutputError(f"{out}: written with other {', '.join(differ)} settings than this run; --resume "
                           "must keep them (or write to a new file)")

@@ -1,0 +1,176 @@
+"""Video files as inputs: each sampled frame is one input, named like `clip.mp4#t=1.250` (its time in
+seconds), decoded where images are and read like a photo. Needs PyAV, the `video` extra.
+
+`expand` turns a video's path into the names of its sampled frames (the packets' times are read
+without decoding); `read_frame` decodes one, keeping its place in the video, so that the frames of
+a batch, which come in order, cost one pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from .errors import DigitscanError
+
+SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm"})
+MARK = "#t="
+"""Between a video's path and a frame's time in the frame's name."""
+EXTRA = 'pip install "digitscan[video]"'
+
+
+class VideoError(DigitscanError):
+    """A video that cannot be read; the message says why, for the error column."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which frames of a video are read: every `every`-th, or about `fps` a second (at most one a frame)."""
+
+    every: int = 1
+    fps: float | None = None
+
+    def __str__(self) -> str:
+        return f"every {self.every}" if self.fps is None else f"{self.fps:g} a second"
+
+    def pick(self, times: list[float]) -> list[float]:
+        if self.fps is None:
+            return times[:: self.every]
+        picked: list[float] = []
+        for t in times:
+            if not picked or t >= picked[-1] + 1 / self.fps - 1e-6:
+                picked.append(t)
+        return picked
+
+
+def is_video(path: str) -> bool:
+    return Path(path).suffix.lower() in SUFFIXES
+
+
+def frame_name(path: str, time: float) -> str:
+    return f"{path}{MARK}{time:.3f}"
+
+
+def split_name(name: str) -> tuple[str, float] | None:
+    """(video path, time) of a frame's name, or None when `name` names no frame of a video."""
+    path, mark, time = name.rpartition(MARK)
+    if not mark or not is_video(path):
+        return None
+    try:
+        return path, float(time)
+    except ValueError:
+        return None
+
+
+def expand(paths: Iterable[str], sampling: Sampling) -> Iterator[str]:
+    """Each path, a video's replaced by its sampled frames' names. A video that cannot be read stays
+    as it is: decoding it then gives its row the reason (`why_unreadable`)."""
+    for path in paths:
+        if not is_video(path):
+            yield path
+            continue
+        try:
+            times = sampling.pick(frame_times(path))
+        except VideoError:
+            yield path
+            continue
+        yield from (frame_name(path, t) for t in times) if times else (path,)
+
+
+def frame_times(path: str) -> list[float]:
+    """The presentation times, in seconds, of the frames of the first video stream, in order."""
+    with _open(path) as container:
+        stream = _video_stream(container)
+        try:
+            times = sorted(float(p.pts * p.time_base) for p in container.demux(stream) if p.pts is not None)
+        except av_errors() as exc:
+            raise VideoError(f"cannot read video ({exc})") from None
+    return times
+
+
+def why_unreadable(path: str) -> str:
+    """The reason a video gave no frames (for its row)."""
+    try:
+        return "video holds no frames" if not frame_times(path) else "video not read"
+    except VideoError as exc:
+        return str(exc)
+
+
+def read_frame(path: str, time: float) -> Image.Image:
+    """The frame of `path` shown at `time` seconds, as an RGB image."""
+    return _READER.frame(path, time)
+
+
+class _Reader:
+    """One open video per process, decoding forwards from where it last stopped."""
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+        self.container: Any = None
+        self.frames: Iterator[Any] = iter(())
+        self.last = math.inf
+
+    def frame(self, path: str, time: float) -> Image.Image:
+        if path != self.path or time < self.last:
+            self._seek(path, time)
+        try:
+            for frame in self.frames:
+                self.last = float(frame.pts * frame.time_base) if frame.pts is not None else self.last
+                if self.last >= time - 5e-4:
+                    return frame.to_image()
+        except av_errors() as exc:
+            self.path = None
+            raise VideoError(f"cannot decode video at {time:.3f} s ({exc})") from None
+        self.path = None
+        raise VideoError(f"video has no frame at {time:.3f} s")
+
+    def _seek(self, path: str, time: float) -> None:
+        if self.container is not None:
+            self.container.close()
+        self.path, self.container = None, _open(path)
+        stream = _video_stream(self.container)
+        try:
+            if time > 0:
+                self.container.seek(int(Fraction(time) / stream.time_base), stream=stream, backward=True)
+        except av_errors() as exc:
+            raise VideoError(f"cannot seek in video ({exc})") from None
+        self.path, self.last, self.frames = path, -math.inf, self.container.decode(stream)
+
+
+_READER = _Reader()
+
+
+def _av() -> Any:
+    try:
+        import av
+    except ImportError:
+        raise VideoError(f"reading videos needs the video extra: {EXTRA}") from None
+    return av
+
+
+def av_errors() -> tuple[type[Exception], ...]:
+    return (_av().FFmpegError, ValueError, OSError)
+
+
+def _open(path: str) -> Any:
+    av = _av()
+    try:
+        return av.open(path)
+    except FileNotFoundError:
+        raise VideoError("file not found") from None
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise VideoError(f"not a readable video ({exc})") from None
+
+
+def _video_stream(container: Any) -> Any:
+    if not container.streams.video:
+        raise VideoError("holds no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return stream
