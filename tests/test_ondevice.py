@@ -51,7 +51,10 @@ def test_the_device_path_reads_the_examples_as_well_as_the_loader_workers(monkey
     assert right[0] >= right[1] - 2  # full-size decoding and box filters, not DCT scaling: near, not equal
     same = sum(a.digit == b.digit for a, b in zip(on_device, in_workers, strict=True) if a.path in jpegs)
     assert same >= 0.9 * len(jpegs)
-    assert all(a == b for a, b in zip(on_device, in_workers, strict=True) if a.path not in jpegs)
+    # The other files are read alike; only the batches they share differ, which moves the last bits.
+    others = [(a, b) for a, b in zip(on_device, in_workers, strict=True) if a.path not in jpegs]
+    assert others and all((a.digit, a.inverted, a.status) == (b.digit, b.inverted, b.status) for a, b in others)
+    assert all(abs(a.confidence - b.confidence) < 1e-5 for a, b in others if a.confidence is not None)
 
 
 def test_a_damaged_jpeg_among_those_handed_over_costs_its_own_row(tmp_path):
