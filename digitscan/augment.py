@@ -86,16 +86,17 @@ def continental(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     bar_at, bar_half, tilt = centre(bar), height * u(0.15, 0.3), height * u(-0.06, 0.06)
     foot_half, tail, curl = height * u(0.15, 0.3), height * u(0.2, 0.5), u(0.0, 0.7)
     low = bottom.float()
-    strokes = [  # (from y, from x, to y, to x, on which digits)
+    marks = [  # (from y, from x, to y, to x, on which digits)
         (top.float(), head, top + height * u(0.15, 0.8), head - height * u(0.15, 0.5), ones),
         (low, foot - foot_half, low, foot + foot_half, ones & (torch.rand(n, device=device) < 0.3)),
         (bar + tilt, bar_at - bar_half, bar - tilt, bar_at + bar_half, sevens),
         (low, foot, low, foot - tail * curl, nines),
         (low, foot - tail * curl, low - height * u(0.05, 0.4), foot - tail, nines),
     ]
-    for y0, x0, y1, x1, which in strokes:
+    for y0, x0, y1, x1, which in marks:
         if bool(which.any()):
-            x = torch.maximum(x, (_segment(y0, x0, y1, x1, width) * which.view(n, 1, 1)).unsqueeze(1))
+            start, end = torch.stack([y0, x0], 1).unsqueeze(1), torch.stack([y1, x1], 1).unsqueeze(1)
+            x = torch.maximum(x, (strokes.segments(start, end, width) * which.view(n, 1, 1)).unsqueeze(1))
 
     fours = (labels == 4) & (torch.rand(n, device=device) < OPEN_FOUR)
     if bool(fours.any()):
@@ -117,19 +118,6 @@ def _bounds(ink: torch.Tensor) -> tuple[torch.Tensor, ...]:
             torch.where(rows, index, -1).amax(dim=1).clamp(min=0),
             torch.where(cols, index, FRAME).amin(dim=1).clamp(max=FRAME - 1),
             torch.where(cols, index, -1).amax(dim=1).clamp(min=0))
-
-
-def _segment(y0: torch.Tensor, x0: torch.Tensor, y1: torch.Tensor, x1: torch.Tensor,
-             width: torch.Tensor) -> torch.Tensor:
-    """N x 28 x 28 antialiased line segments from (y0, x0) to (y1, x1), `width` pixels wide."""
-    n, device = y0.shape[0], y0.device
-    at = torch.arange(FRAME, device=device, dtype=torch.float32)
-    py, px = at.view(1, FRAME, 1), at.view(1, 1, FRAME)
-    ay, ax = y0.view(n, 1, 1), x0.view(n, 1, 1)
-    dy, dx = (y1 - y0).view(n, 1, 1), (x1 - x0).view(n, 1, 1)
-    t = (((py - ay) * dy + (px - ax) * dx) / (dy * dy + dx * dx).clamp(min=1e-6)).clamp(0.0, 1.0)
-    distance = torch.hypot(py - (ay + t * dy), px - (ax + t * dx))
-    return (width.view(n, 1, 1) / 2 + 0.5 - distance).clamp(0.0, 1.0)
 
 
 def _fill_box(x: torch.Tensor, which: torch.Tensor) -> torch.Tensor:

@@ -67,8 +67,9 @@ def load_grey(source: str | Path | Image.Image, side: int = FINE_SIDE) -> np.nda
     """
     if isinstance(source, Image.Image):
         return _to_array(_reduce(_upright(source), side))
-    if video.is_video(str(source)) or video.split_name(str(source)) is not None:
-        return _to_array(_reduce(_video_frame(str(source)), side))
+    frame = video.split_name(str(source))
+    if frame is not None or video.is_video(str(source)):
+        return _to_array(_reduce(_video_frame(str(source), frame), side))
     try:
         _check_regular(source)
         with open(source, "rb") as file:
@@ -108,10 +109,9 @@ def load_grey(source: str | Path | Image.Image, side: int = FINE_SIDE) -> np.nda
         raise DecodeError(f"cannot decode image ({_first_line(exc)})") from None
 
 
-def _video_frame(name: str) -> Image.Image:
-    """A frame of a video named by `video.frame_name`; a video's own path (not expanded into frames,
-    so unreadable) raises with the reason."""
-    frame = video.split_name(name)
+def _video_frame(name: str, frame: tuple[str, float] | None) -> Image.Image:
+    """The `frame` (video path, time) that `name` names; for a video's own path (not expanded into
+    frames, so unreadable) raise with the reason."""
     try:
         if frame is None:
             raise DecodeError(video.why_unreadable(name))

@@ -98,15 +98,18 @@ def _place(strokes: list[torch.Tensor], n: int, device: torch.device) -> torch.T
     low, high = points.amin(dim=1, keepdim=True), points.amax(dim=1, keepdim=True)
     scale = (BOX - width - 1) / (high - low).amax(dim=2, keepdim=True).clamp_min(1e-3)  # ink 20 px, pen included
     points = (points - (low + high) / 2) * scale + (FRAME - 1) / 2
-    at = torch.arange(FRAME, device=device, dtype=torch.float32)
+    ends = points.split([s.shape[1] for s in strokes], dim=1)
+    return segments(torch.cat([e[:, :-1] for e in ends], 1), torch.cat([e[:, 1:] for e in ends], 1), width)
+
+
+def segments(a: torch.Tensor, b: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+    """N x 28 x 28 antialiased ink of each image's K straight segments from a to b (N x K x 2, y and x),
+    `width` (N) pixels wide."""
+    n = a.shape[0]
+    at = torch.arange(FRAME, device=a.device, dtype=torch.float32)
     pixel_y, pixel_x = at.view(1, FRAME, 1, 1), at.view(1, 1, FRAME, 1)
-    ink = torch.zeros(n, FRAME, FRAME, device=device)
-    lengths = [s.shape[1] for s in strokes]
-    for stroke in points.split(lengths, dim=1):
-        a, b = stroke[:, :-1], stroke[:, 1:]  # N x S-1 x 2 segments
-        ay, ax = a[..., 0].view(n, 1, 1, -1), a[..., 1].view(n, 1, 1, -1)
-        dy, dx = (b - a)[..., 0].view(n, 1, 1, -1), (b - a)[..., 1].view(n, 1, 1, -1)
-        t = (((pixel_y - ay) * dy + (pixel_x - ax) * dx) / (dy * dy + dx * dx).clamp_min(1e-6)).clamp(0, 1)
-        distance = torch.hypot(pixel_y - (ay + t * dy), pixel_x - (ax + t * dx)).amin(dim=3)
-        ink = torch.maximum(ink, (width / 2 + 0.5 - distance).clamp(0, 1))
-    return ink
+    ay, ax = a[..., 0].view(n, 1, 1, -1), a[..., 1].view(n, 1, 1, -1)
+    dy, dx = (b - a)[..., 0].view(n, 1, 1, -1), (b - a)[..., 1].view(n, 1, 1, -1)
+    t = (((pixel_y - ay) * dy + (pixel_x - ax) * dx) / (dy * dy + dx * dx).clamp_min(1e-6)).clamp(0, 1)
+    distance = torch.hypot(pixel_y - (ay + t * dy), pixel_x - (ax + t * dx)).amin(dim=3)
+    return (width.view(n, 1, 1) / 2 + 0.5 - distance).clamp(0, 1)

@@ -22,6 +22,8 @@ from .errors import DigitscanError
 SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm"})
 MARK = "#t="
 """Between a video's path and a frame's time in the frame's name."""
+TIME_PRECISION = 5e-4
+"""Half the last decimal of the time in a frame's name: a frame within it of the name's time is the one."""
 EXTRA = 'pip install "digitscan[video]"'
 
 
@@ -89,7 +91,7 @@ def frame_times(path: str) -> list[float]:
         stream = _video_stream(container)
         try:
             times = sorted(float(p.pts * p.time_base) for p in container.demux(stream) if p.pts is not None)
-        except av_errors() as exc:
+        except _av_errors() as exc:
             raise VideoError(f"cannot read video ({exc})") from None
     return times
 
@@ -115,16 +117,21 @@ class _Reader:
         self.container: Any = None
         self.frames: Iterator[Any] = iter(())
         self.last = math.inf
+        self.image: Image.Image | None = None
+        """The frame last returned (at `last`): the loader may read a frame again, more finely."""
 
     def frame(self, path: str, time: float) -> Image.Image:
+        if path == self.path and self.image is not None and abs(self.last - time) <= TIME_PRECISION:
+            return self.image
         if path != self.path or time < self.last:
             self._seek(path, time)
         try:
             for frame in self.frames:
                 self.last = float(frame.pts * frame.time_base) if frame.pts is not None else self.last
-                if self.last >= time - 5e-4:
-                    return frame.to_image()
-        except av_errors() as exc:
+                if self.last >= time - TIME_PRECISION:
+                    self.image = frame.to_image()
+                    return self.image
+        except _av_errors() as exc:
             self.path = None
             raise VideoError(f"cannot decode video at {time:.3f} s ({exc})") from None
         self.path = None
@@ -138,9 +145,9 @@ class _Reader:
         try:
             if time > 0:
                 self.container.seek(int(Fraction(time) / stream.time_base), stream=stream, backward=True)
-        except av_errors() as exc:
+        except _av_errors() as exc:
             raise VideoError(f"cannot seek in video ({exc})") from None
-        self.path, self.last, self.frames = path, -math.inf, self.container.decode(stream)
+        self.path, self.last, self.frames, self.image = path, -math.inf, self.container.decode(stream), None
 
 
 _READER = _Reader()
@@ -154,7 +161,7 @@ def _av() -> Any:
     return av
 
 
-def av_errors() -> tuple[type[Exception], ...]:
+def _av_errors() -> tuple[type[Exception], ...]:
     return (_av().FFmpegError, ValueError, OSError)
 
 
@@ -164,7 +171,7 @@ def _open(path: str) -> Any:
         return av.open(path)
     except FileNotFoundError:
         raise VideoError("file not found") from None
-    except (av.FFmpegError, OSError, ValueError) as exc:
+    except _av_errors() as exc:
         raise VideoError(f"not a readable video ({exc})") from None
 
 
