@@ -42,7 +42,7 @@ def prepare_on_device(encoded: Sequence[bytes], device: torch.device, invert: In
             finer = prepare_batch(_reduced([greys[k] for k in again], FINE_SIDE), invert)
             rows = torch.tensor(again)
             prepared.pixels[rows], prepared.inverted[rows] = finer.pixels, finer.inverted
-            prepared.blank[rows], prepared.extent[rows] = finer.blank, finer.extent
+            prepared.blank[rows], prepared.box[rows] = finer.blank, finer.box
     return prepared
 
 

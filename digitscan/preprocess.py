@@ -79,27 +79,39 @@ CANVAS_PIXELS = 1 << 23
 class Prepared:
     """One preprocessed image: `pixels` is the normalised 28 x 28 array, or None when blank.
 
-    `extent` is the longer side of the ink's bounding box in the input's pixels (0 when blank).
+    `box` is the ink's bounding box in the input's pixels (left, top, right, bottom, inclusive; all 0
+    when blank) and `extent` its longer side (0 when blank).
     """
 
     pixels: np.ndarray | None
     inverted: bool
-    extent: int = 0
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    @property
+    def extent(self) -> int:
+        return 0 if self.pixels is None else max(self.box[2] - self.box[0], self.box[3] - self.box[1]) + 1
 
 
 @dataclass(frozen=True)
 class PreparedBatch:
     """A preprocessed batch: N x 28 x 28 `pixels` (rows where `blank` is true are zeros), and per image
-    `inverted`, `blank` and `extent` (as in Prepared)."""
+    `inverted`, `blank` and `box` (N x 4; as in Prepared)."""
 
     pixels: torch.Tensor
     inverted: torch.Tensor
     blank: torch.Tensor
-    extent: torch.Tensor
+    box: torch.Tensor
+
+    @property
+    def extent(self) -> torch.Tensor:
+        """The longer side of each image's box (0 when blank)."""
+        sides = torch.maximum(self.box[:, 2] - self.box[:, 0], self.box[:, 3] - self.box[:, 1]) + 1
+        return torch.where(self.blank, 0, sides)
 
     def __getitem__(self, i: int) -> Prepared:
         blank = bool(self.blank[i])
-        return Prepared(None if blank else self.pixels[i].numpy(), bool(self.inverted[i]), int(self.extent[i]))
+        left, top, right, bottom = self.box[i].tolist()
+        return Prepared(None if blank else self.pixels[i].numpy(), bool(self.inverted[i]), (left, top, right, bottom))
 
 
 def prepare(grey: np.ndarray, invert: Invert = "auto") -> Prepared:
@@ -112,13 +124,13 @@ def prepare_batch(greys: Sequence[Grey], invert: Invert = "auto") -> PreparedBat
     device (`with torch.device("cuda"):` runs it on a GPU), whatever device the arrays are on."""
     n = len(greys)
     out = PreparedBatch(torch.zeros(n, FRAME, FRAME), torch.zeros(n, dtype=torch.bool),
-                        torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.long))
+                        torch.ones(n, dtype=torch.bool), torch.zeros(n, 4, dtype=torch.long))
     for chunk, canvas, h, w in _canvases(greys):
         ink, inverted, blank = _ink(canvas, h, w, invert)
-        framed, extent = frame(ink)
+        framed, box = frame(ink)
         rows = torch.tensor(chunk)
         out.pixels[rows], out.inverted[rows], out.blank[rows] = normalise(framed), inverted, blank
-        out.extent[rows] = torch.where(blank, 0, extent)
+        out.box[rows] = torch.where(blank.view(-1, 1), 0, box)
     return out
 
 
@@ -203,12 +215,12 @@ def frame(ink: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST's frame for N x H x W ink images (0 paper, 1 ink): crop to the ink, fit the crop's longer
     side to BOX pixels keeping the aspect ratio, centre it by mass in FRAME x FRAME (values 0 to 1).
 
-    Also returns the longer side of each crop in input pixels.
+    Also returns each crop's box in input pixels: N x 4, left, top, right, bottom (inclusive).
     """
     weights = F.threshold(ink, FAINT_INK, 0.0)
     r0, r1 = _mass_span(weights.sum(dim=2))
     c0, c1 = _mass_span(weights.sum(dim=1))
-    return _centre(*_fit_box(ink, r0, r1, c0, c1)), torch.maximum(r1 - r0, c1 - c0) + 1
+    return _centre(*_fit_box(ink, r0, r1, c0, c1)), torch.stack([c0, r0, c1, r1], dim=1)
 
 
 def _inside(size: torch.Tensor, length: int) -> torch.Tensor:

@@ -330,3 +330,12 @@ def test_a_tight_zero_with_a_mark_inside_is_not_taken_for_a_floor():
     got = prepare(grey(marked))
     assert got.pixels is not None
     assert _overlap(got.pixels * STD + MEAN, prepare(grey(ring)).pixels * STD + MEAN) > 0.8
+
+
+def test_the_box_is_the_digits_place_in_the_image():
+    zero = grey(draw_digit(size=(200, 150), box=(40, 30, 100, 120), shape="zero"))
+    got = prepare(zero)
+    left, top, right, bottom = got.box
+    assert abs(left - 40) <= 3 and abs(top - 30) <= 3 and abs(right - 100) <= 3 and abs(bottom - 120) <= 3
+    assert got.extent == bottom - top + 1
+    assert prepare(np.full((50, 50), 0.9, dtype=np.float32)).box == (0, 0, 0, 0)
