@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 from click.core import ParameterSource
 
-from .defaults import CALIBRATION_RENDERS, FIT_BATCH, FIT_EPOCHS, FIT_LR, RUN_BATCH
+from .defaults import CALIBRATION_RENDERS, FIT_BATCH, FIT_EPOCHS, FIT_LR, RUN_BATCH, WATCH_STEADY
 from .errors import INTERNAL_ERROR, INTERRUPTED, SOME_UNREADABLE, STDOUT_CLOSED, USAGE_ERROR, DigitscanError
 
 if TYPE_CHECKING:
@@ -335,3 +335,52 @@ def evaluate(weights: Path | None, data: Path | None, labeled: Path | None, devi
     unread = f", {result.unread} blank or unreadable" if result.unread else ""
     console.print(f"accuracy {result.accuracy:.4f} on {result.total:,} images{unread}; "
                   f"expected calibration error {result.calibration_error:.4f}")
+
+
+@main.command()
+@click.argument("source", default="0")
+@click.option("--show", is_flag=True, help="Open a window with the frame, the digit's box and the reading.")
+@click.option("--steady", type=click.IntRange(1), default=WATCH_STEADY, show_default=True, metavar="N",
+              help="Frames in a row a new reading must hold before it is printed.")
+@click.option("--invert", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
+              help="yes: dark ink on light paper; no: light ink on dark; auto: decide per frame.")
+@weights_option
+@device_option
+def watch(source: str, show: bool, steady: int, invert: Invert, weights: Path | None, device: str) -> None:
+    """Read digits live from a camera, a video file or a stream, printing a JSONL line each time the
+    reading changes.
+
+    SOURCE is a camera index (0, the default, is the first camera), a video file or a stream URL
+    (rtsp://, http://...); pip install "digitscan[video]". Each line holds the time in seconds (in
+    the video, or since the first frame), the digit, its confidence and the status (ok or blank).
+    With --show, a window shows each frame with the digit's box and the reading; q or Escape in it,
+    or Ctrl-C, ends the watch and releases the camera. A file ends the watch at its end (with
+    --show it plays at its own speed; without, as fast as it decodes).
+
+    \b
+    Examples:
+      digitscan watch --show
+      digitscan watch clip.mp4
+      digitscan watch rtsp://192.168.1.20/stream | jq -r .digit
+
+    Exit status: 0 at the end of the file or when the window is closed, 2 when there is no such
+    camera, file or display or the video extra is missing, 130 after Ctrl-C.
+    """
+    import json
+
+    from .watch import Seen, WatchOptions
+    from .watch import watch as watch_job
+
+    def emit(seen: Seen) -> None:
+        click.echo(json.dumps(seen.row()))
+        sys.stdout.flush()
+
+    opts = WatchOptions(source=source, weights=weights, device=device, invert=invert, steady=steady,
+                        paced=show)
+    window = None
+    if show:
+        from .window import show as show_window
+
+        window = show_window(f"digitscan watch {source}")
+    if watch_job(opts, emit, window):
+        sys.exit(INTERRUPTED)

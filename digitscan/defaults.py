@@ -8,3 +8,5 @@ FIT_LR = 3e-3
 """Peak learning rate of fit's one-cycle schedule."""
 CALIBRATION_RENDERS = 2000
 """Held-out digits rendered as scans to fit the confidence temperature on (`fit --calibrate`)."""
+WATCH_STEADY = 3
+"""Frames in a row a new reading must hold before `watch` prints it: a digit moved into view flickers."""

@@ -87,11 +87,11 @@ def expand(paths: Iterable[str], sampling: Sampling) -> Iterator[str]:
 
 def frame_times(path: str) -> list[float]:
     """The presentation times, in seconds, of the frames of the first video stream, in order."""
-    with _open(path) as container:
-        stream = _video_stream(container)
+    with open_video(path) as container:
+        stream = video_stream(container)
         try:
             times = sorted(float(p.pts * p.time_base) for p in container.demux(stream) if p.pts is not None)
-        except _av_errors() as exc:
+        except av_errors() as exc:
             raise VideoError(f"cannot read video ({exc})") from None
     return times
 
@@ -131,7 +131,7 @@ class _Reader:
                 if self.last >= time - TIME_PRECISION:
                     self.image = frame.to_image()
                     return self.image
-        except _av_errors() as exc:
+        except av_errors() as exc:
             self.path = None
             raise VideoError(f"cannot decode video at {time:.3f} s ({exc})") from None
         self.path = None
@@ -140,12 +140,12 @@ class _Reader:
     def _seek(self, path: str, time: float) -> None:
         if self.container is not None:
             self.container.close()
-        self.path, self.container = None, _open(path)
-        stream = _video_stream(self.container)
+        self.path, self.container = None, open_video(path)
+        stream = video_stream(self.container)
         try:
             if time > 0:
                 self.container.seek(int(Fraction(time) / stream.time_base), stream=stream, backward=True)
-        except _av_errors() as exc:
+        except av_errors() as exc:
             raise VideoError(f"cannot seek in video ({exc})") from None
         self.path, self.last, self.frames, self.image = path, -math.inf, self.container.decode(stream), None
 
@@ -153,7 +153,7 @@ class _Reader:
 _READER = _Reader()
 
 
-def _av() -> Any:
+def load_av() -> Any:
     try:
         import av
     except ImportError:
@@ -161,21 +161,21 @@ def _av() -> Any:
     return av
 
 
-def _av_errors() -> tuple[type[Exception], ...]:
-    return (_av().FFmpegError, ValueError, OSError)
+def av_errors() -> tuple[type[Exception], ...]:
+    return (load_av().FFmpegError, ValueError, OSError)
 
 
-def _open(path: str) -> Any:
-    av = _av()
+def open_video(path: str) -> Any:
+    av = load_av()
     try:
         return av.open(path)
     except FileNotFoundError:
         raise VideoError("file not found") from None
-    except _av_errors() as exc:
+    except av_errors() as exc:
         raise VideoError(f"not a readable video ({exc})") from None
 
 
-def _video_stream(container: Any) -> Any:
+def video_stream(container: Any) -> Any:
     if not container.streams.video:
         raise VideoError("holds no video stream")
     stream = container.streams.video[0]

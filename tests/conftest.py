@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -45,3 +46,30 @@ def draw_digit(size: tuple[int, int] = (120, 110), ink: int = 20, paper: int = 2
 
 def grey(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+
+
+FPS = 10
+SHOWN = 10
+"""Frames each digit is held to the camera."""
+SHAPES = {"seven": 7, "one": 1, "zero": 0}
+SIZE = (160, 120)
+
+
+def write_clip(path: Path) -> list[int]:
+    """Write a clip of each digit in turn, dark on paper, then light on a dark board; return the digit
+    shown in each frame."""
+    shown = []
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264" if path.suffix == ".mp4" else "mpeg4", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
+        for ink, paper in ((25, 230), (225, 30)):
+            for shape, digit in SHAPES.items():
+                still = draw_digit(size=SIZE, ink=ink, paper=paper, shape=shape).convert("RGB")
+                for _ in range(SHOWN):
+                    noise = np.random.default_rng(len(shown)).integers(-6, 7, (*SIZE[::-1], 3))
+                    noisy = np.asarray(still, dtype=np.int16) + noise
+                    frame = av.VideoFrame.from_image(Image.fromarray(noisy.clip(0, 255).astype(np.uint8)))
+                    container.mux(stream.encode(frame))
+                    shown.append(digit)
+        container.mux(stream.encode())
+    return shown

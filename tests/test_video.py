@@ -5,46 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
-from conftest import draw_digit
-from PIL import Image
+from conftest import FPS, draw_digit, write_clip
 
 from digitscan import video
 from digitscan.cli import main
 
-FPS = 10
-SHOWN = 10
-"""Frames each digit is held to the camera."""
-SHAPES = {"seven": 7, "one": 1, "zero": 0}
-SIZE = (160, 120)
-
-
-def clip(path: Path) -> list[int]:
-    """Write a clip of each digit in turn, dark on paper, then light on a dark board; return the digit
-    shown in each frame."""
-    shown = []
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264" if path.suffix == ".mp4" else "mpeg4", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
-        for ink, paper in ((25, 230), (225, 30)):
-            for shape, digit in SHAPES.items():
-                still = draw_digit(size=SIZE, ink=ink, paper=paper, shape=shape).convert("RGB")
-                for _ in range(SHOWN):
-                    noise = np.random.default_rng(len(shown)).integers(-6, 7, (*SIZE[::-1], 3))
-                    noisy = np.asarray(still, dtype=np.int16) + noise
-                    frame = av.VideoFrame.from_image(Image.fromarray(noisy.clip(0, 255).astype(np.uint8)))
-                    container.mux(stream.encode(frame))
-                    shown.append(digit)
-        container.mux(stream.encode())
-    return shown
-
-
 @pytest.fixture(scope="module")
 def mp4(tmp_path_factory) -> tuple[Path, list[int]]:
     path = tmp_path_factory.mktemp("video") / "clip.mp4"
-    return path, clip(path)
+    return path, write_clip(path)
 
 
 def rows(result) -> list[dict]:
@@ -73,7 +43,7 @@ def test_every_and_fps_choose_the_frames(runner, mp4):
 
 
 def test_a_folder_holds_videos_beside_images_and_a_broken_video_gets_an_error_row(runner, tmp_path):
-    shown = clip(tmp_path / "clip.avi")
+    shown = write_clip(tmp_path / "clip.avi")
     draw_digit(shape="one").save(tmp_path / "image.png")
     (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video at all")
     result = runner.invoke(main, ["run", str(tmp_path), "--every", "10", "--format", "jsonl", "-q"])
@@ -92,7 +62,7 @@ def test_without_the_extra_a_video_gets_an_error_row_naming_it(runner, mp4, monk
     def no_av():
         raise video.VideoError(f"reading videos needs the video extra: {video.EXTRA}")
 
-    monkeypatch.setattr(video, "_av", no_av)
+    monkeypatch.setattr(video, "load_av", no_av)
     result = runner.invoke(main, ["run", str(path), "--format", "jsonl", "-q"])
     assert result.exit_code == 1
     (row,) = [json.loads(line) for line in result.stdout.splitlines()]
