@@ -117,7 +117,7 @@ class Latest:
 
 @dataclass(frozen=True)
 class Source:
-    """An open video source; `live` sources (cameras, streams) drop frames the reader cannot keep up with."""
+    """An open video source; `live` sources (cameras, live streams) drop frames the reader cannot keep up with."""
 
     container: Any
     live: bool
@@ -139,9 +139,11 @@ def open_source(source: str) -> Source:
     if "://" not in source and not Path(source).exists():
         raise WatchError(f"{source}: no such file (and not a camera index or a stream URL)")
     try:
-        return Source(open_video(source), "://" in source, source)
+        container = open_video(source)
     except VideoError as exc:
         raise WatchError(f"{source}: {exc}") from None
+    # A stream without a duration is live (a camera's RTSP feed); a URL to a file is read whole.
+    return Source(container, "://" in source and container.duration is None, source)
 
 
 Window = Callable[[Latest, Callable[[], bool]], None]

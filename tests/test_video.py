@@ -11,6 +11,7 @@ from conftest import FPS, draw_digit, write_clip
 from digitscan import video
 from digitscan.cli import main
 
+
 @pytest.fixture(scope="module")
 def mp4(tmp_path_factory) -> tuple[Path, list[int]]:
     path = tmp_path_factory.mktemp("video") / "clip.mp4"

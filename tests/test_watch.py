@@ -3,6 +3,8 @@ window of --show under a virtual display (Xvfb)."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import shutil
@@ -13,12 +15,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import SHAPES, SHOWN, draw_digit, write_clip
+from conftest import FPS, SHAPES, SHOWN, draw_digit, write_clip
 
 from digitscan import video
 from digitscan.cli import main
 from digitscan.dataset import BLANK, OK
-from digitscan.watch import Changes, Latest, Seen
+from digitscan.watch import Changes, Latest, Seen, open_source
 from digitscan.window import BOX_COLOUR, WINDOW_SIDE, Window, annotate
 
 CHANGES = [(digit, inverted) for inverted in (True, False) for digit in SHAPES.values()]
@@ -50,13 +52,32 @@ def lines(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines()]
 
 
-def test_a_line_each_time_the_reading_changes(runner, clip):
-    result = runner.invoke(main, ["watch", str(clip)])
+@pytest.mark.parametrize("steady", ["1", "3"])
+def test_a_line_each_time_the_reading_changes(runner, clip, steady):
+    """With --steady 1 any frame read wrong would be a line of its own: every frame is read right."""
+    result = runner.invoke(main, ["watch", str(clip), "--steady", steady])
     assert result.exit_code == 0, result.output
     read = lines(result.stdout)
     assert [(r["digit"], r["inverted"]) for r in read] == CHANGES
-    assert [r["time"] for r in read] == [k * SHOWN / 10 for k in range(len(CHANGES))]
+    assert [r["time"] for r in read] == [k * SHOWN / FPS for k in range(len(CHANGES))]
     assert all(r["status"] == OK and r["confidence"] > 0.9 for r in read)
+
+
+def test_a_video_over_http_is_read_whole(runner, clip):
+    """A stream URL goes to FFmpeg; one with a duration (a file served over HTTP) is not live."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(clip.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{clip.name}"
+        source = open_source(url)
+        source.container.close()
+        assert source.live is False
+        result = runner.invoke(main, ["watch", url, "--steady", "1"])
+    finally:
+        server.shutdown()
+    assert result.exit_code == 0, result.output
+    assert [(r["digit"], r["inverted"]) for r in lines(result.stdout)] == CHANGES
 
 
 def test_a_reading_is_printed_once_it_holds_for_steady_frames():
