@@ -17,7 +17,7 @@ from .watch import Latest, Seen
 
 WINDOW_SIDE = 800
 """Frames are shown this many pixels on their longer side."""
-BOX_MARGIN = 0.05
+BOX_MARGIN = 0.02
 """The box drawn round the digit is wider than its ink by this share of the frame's shorter side."""
 REDRAW_MS = 30
 """How often the window looks for a newer frame or reading, in milliseconds."""
@@ -40,7 +40,8 @@ def annotate(frame: Image.Image, seen: Seen | None) -> Image.Image:
     if seen.status == OK and seen.box is not None:
         margin = BOX_MARGIN * min(image.size)
         left, top, right, bottom = (v * scale for v in seen.box)
-        draw.rectangle([left - margin, top - margin, right + margin, bottom + margin], outline=BOX_COLOUR, width=3)
+        draw.rectangle([max(0, left - margin), max(0, top - margin), min(image.width - 1, right + margin),
+                        min(image.height - 1, bottom + margin)], outline=BOX_COLOUR, width=3)
     label = f"{seen.digit}  {seen.confidence:.2f}" if seen.status == OK else seen.status
     font = ImageFont.load_default(size=max(16, image.height // TEXT_HEIGHT))
     draw.text((10, 6), label, fill=BOX_COLOUR, font=font, stroke_width=2, stroke_fill=(0, 0, 0))
