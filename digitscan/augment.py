@@ -22,19 +22,25 @@ CONTINENTAL = 0.5
 """Share of the 1s, 7s and 9s given a continental stroke: a flag (sometimes a foot), a bar, a curled tail."""
 OPEN_FOUR = 0.4
 """Share of the 4s whose right stem is cut at the bar (an open-topped 4)."""
-DRAWN = 0.25
+DRAWN = 0.4
 """Share of the 9s and 4s replaced by ones drawn from strokes in forms MNIST lacks (`strokes`)."""
 FILLED = 0.4
 """Share of the digits stretched across towards a square, as digits normalised to fill their box are."""
+ELASTIC = 0.5
+"""Share of the digits bent by a smooth random displacement (elastic distortion, Simard et al. 2003)."""
+ELASTIC_PIXELS = 4.0
+"""The largest displacement of the elastic distortion, in pixels of the 28 x 28 frame."""
+ELASTIC_SIGMA = 3.0
+"""Smoothness of the elastic displacement: the width (standard deviation) of its Gaussian, in pixels."""
 
 
 def augment(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Randomly distort a batch of N x 1 x 28 x 28 digits with values in [0, 1] and their `labels`;
     return the same shape.
 
-    Drawn and continental forms, filled boxes, geometry (rotation, scale, aspect, shear, shift), stroke thickness,
-    low resolution, binarisation, blur, contrast (gamma) and noise, each drawn per sample from torch's
-    global generator.
+    Drawn and continental forms, filled boxes, geometry (rotation, scale, aspect, shear, shift, elastic
+    bending), stroke thickness, low resolution, binarisation, blur, contrast (gamma) and noise, each drawn
+    per sample from torch's global generator.
     """
     x = continental(drawn(x, labels), labels)
     x = _fill_box(x, _pick(x, FILLED).flatten())
@@ -163,8 +169,21 @@ def _affine(x: torch.Tensor) -> torch.Tensor:
     a = torch.stack([cos / sx, (sin + shear * cos) / sx, u(-0.13, 0.13)], dim=1)
     b = torch.stack([-sin / sy, (cos - shear * sin) / sy, u(-0.13, 0.13)], dim=1)
     theta = torch.stack([a, b], dim=1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False) + _elastic(x)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _elastic(x: torch.Tensor) -> torch.Tensor:
+    """N x 28 x 28 x 2 offsets for a sampling grid: smooth random displacements of up to `ELASTIC_PIXELS`
+    on a share (`ELASTIC`) of the digits, none on the rest."""
+    n = x.shape[0]
+    size = 2 * int(3 * ELASTIC_SIGMA) + 1
+    field = gaussian_blur(torch.rand(n, 2, FRAME, FRAME, device=x.device) * 2 - 1, kernel_size=[size, size],
+                          sigma=[ELASTIC_SIGMA, ELASTIC_SIGMA])
+    field = field - field.mean(dim=(2, 3), keepdim=True)  # bending only: shifts are `_affine`'s
+    peak = field.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+    pixels = _uniform(n, x.device, 0.0, ELASTIC_PIXELS).view(n, 1, 1, 1) * _pick(x, ELASTIC)
+    return (field / peak * pixels * (2 / FRAME)).permute(0, 2, 3, 1)  # grid units: 2 across the frame
 
 
 def _thickness(x: torch.Tensor) -> torch.Tensor:
