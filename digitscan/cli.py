@@ -79,6 +79,8 @@ data_option = click.option("--data", type=click.Path(file_okay=False, path_type=
 labeled_option = click.option("--labeled", type=click.Path(exists=True, path_type=Path), default=None,
                               help="Your labelled scans: a folder with subfolders 0 to 9 (any of them), or a CSV "
                                    "of path,label such as review's corrections.csv.")
+invert_option = click.option("--invert", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
+                             help="yes: dark ink on light paper; no: light ink on dark; auto: decide per image.")
 workers_option = click.option("--workers", type=click.IntRange(0), default=None,
                               help="Decoding processes (0 decodes in the main process). [default: one per core]")
 
@@ -108,8 +110,7 @@ def main() -> None:
 @workers_option
 @device_option
 @weights_option
-@click.option("--invert", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
-              help="yes: dark ink on light paper; no: light ink on dark; auto: decide per image.")
+@invert_option
 @click.option("--probs", is_flag=True, help="Add the ten probabilities p0..p9 to each row.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.option("--resume", is_flag=True, help="Keep the rows already in --out (CSV or JSONL) and score only the rest.")
@@ -342,8 +343,7 @@ def evaluate(weights: Path | None, data: Path | None, labeled: Path | None, devi
 @click.option("--show", is_flag=True, help="Open a window with the frame, the digit's box and the reading.")
 @click.option("--steady", type=click.IntRange(1), default=WATCH_STEADY, show_default=True, metavar="N",
               help="Frames in a row a new reading must hold before it is printed.")
-@click.option("--invert", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
-              help="yes: dark ink on light paper; no: light ink on dark; auto: decide per frame.")
+@invert_option
 @weights_option
 @device_option
 def watch(source: str, show: bool, steady: int, invert: Invert, weights: Path | None, device: str) -> None:

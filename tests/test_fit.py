@@ -293,3 +293,19 @@ def test_drawn_forms_replace_only_nines_and_fours_and_fill_mnists_box(monkeypatc
         rows, cols = ink.any(dim=1).nonzero().flatten(), ink.any(dim=0).nonzero().flatten()
         assert 19 <= max(int(rows[-1] - rows[0]), int(cols[-1] - cols[0])) + 1 <= 22
         assert min(int(rows[0]), int(cols[0])) >= 2 and max(int(rows[-1]), int(cols[-1])) <= 25
+
+
+def test_elastic_distortion_bends_a_share_of_the_digits_within_its_limit(monkeypatch):
+    """Offsets (in grid units, 2 across the frame) are zero for the digits left straight; for the
+    others, at most ELASTIC_PIXELS pixels, and no shift of the whole digit (that is the affine part's)."""
+    torch.manual_seed(0)
+    x = torch.zeros(400, 1, 28, 28)
+    offsets = augment_module._elastic(x)
+    bent = offsets.abs().amax(dim=(1, 2, 3)) > 0
+    assert 0.4 < bent.float().mean() < 0.6  # ELASTIC is a half
+    pixels = offsets * 28 / 2
+    assert pixels.abs().max() <= augment_module.ELASTIC_PIXELS + 1e-4
+    assert pixels[bent].abs().amax(dim=(1, 2, 3)).mean() > augment_module.ELASTIC_PIXELS / 4
+    assert pixels.mean(dim=(1, 2)).abs().max() < 1e-4
+    monkeypatch.setattr(augment_module, "ELASTIC", 0.0)
+    assert not augment_module._elastic(x).any()
