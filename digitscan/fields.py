@@ -6,8 +6,9 @@ Steps, after the same paper and polarity work as for single digits (`preprocess.
 2. Find the ink's connected pieces (on a grid of at most LABEL_ROWS rows).
 3. Merge pieces that share their columns and lie over one another (a 5's flag, a 4 drawn in two
    strokes), then drop specks.
-4. Cut a piece too wide for one digit where the model (the judge) is surest of both parts; with
-   `digits`, merge the closest neighbours or cut the widest piece until there are that many.
+4. Cut a piece too wide for one digit where the model (the judge) is surest of both parts; join
+   neighbours that the judge reads better together (a 0 or 4 in two strokes, a 7's bar beside its
+   stem); with `digits`, merge the closest neighbours or cut the widest piece until there are that many.
 5. Frame each digit as a single digit is framed (`preprocess.frame`).
 """
 
@@ -47,6 +48,11 @@ CUT_FROM = 0.15
 """...each cut at least this share of the piece's width from its ends..."""
 CUT_TRIES = 12
 """...the judge trying about this many places for it."""
+JOIN_WIDTH = 1.3
+"""Neighbouring pieces may be one digit drawn in several strokes when together they are at most this
+many times the field's digit height wide..."""
+JOIN_GAP = 0.15
+"""...and at most this share of it apart."""
 FRAME_CHUNK = 64
 """Crops framed together (`_frames`)."""
 
@@ -110,6 +116,8 @@ def cut_fields(greys: Sequence[Grey], invert: Invert = "auto", digits: int | Non
         for (f, k), parts in sorted(zip(wide, choices, strict=True), key=lambda fk: -fk[0][1]):
             whole.update(parts if len(parts) == 1 else ())
             f.pieces[k:k + 1] = parts
+    if judge is not None:
+        _join_strokes(live, judge)
     if digits is not None:
         for f in live:
             _to_count(f, digits, judge)
@@ -166,6 +174,44 @@ def _best_cuts(jobs: list[tuple[_Field, Piece]], judge: Judge | None,
             at += len(parts)
         chosen.append(o[max(range(len(o)), key=scores.__getitem__)])
     return chosen
+
+
+def _join_strokes(fields: list[_Field], judge: Judge) -> None:
+    """Join neighbouring pieces, close and narrow enough together to be one digit, where the judge is
+    surer of them joined than of each alone, or where one is a fragment (under FRAGMENT of the digit
+    height): the surest such joins first, in rounds, until none is left."""
+    while True:
+        pairs = [(f, k) for f in fields for k in range(len(f.pieces) - 1) if _joinable(f, k)]
+        if not pairs:
+            return
+        crops = []
+        for f, k in pairs:
+            a, b = f.pieces[k], f.pieces[k + 1]
+            joined = _union(a, b)
+            crops += [_crop(f.ink, _in(f.labels, p.labels), p) for p in (a, b, joined)]
+        sure = judge(_frames(crops)).amax(dim=1).view(-1, 3).tolist()
+        gains = []
+        for (f, k), (a, b, joined) in zip(pairs, sure, strict=True):
+            pieces = f.pieces[k], f.pieces[k + 1]
+            fragment = min(p.bottom - p.top for p in pieces) < FRAGMENT * f.height
+            if fragment or joined > max(a, b):
+                gains.append((joined - max(a, b) + fragment, f, k))
+        if not gains:
+            return
+        taken: set[tuple[int, int]] = set()
+        joins: list[tuple[_Field, int]] = []
+        for _, f, k in sorted(gains, key=lambda g: -g[0]):
+            if not {(id(f), k), (id(f), k + 1)} & taken:
+                taken |= {(id(f), k), (id(f), k + 1)}
+                joins.append((f, k))
+        for f, k in sorted(joins, key=lambda fk: -fk[1]):  # from the right, so that k still means the same
+            f.pieces[k:k + 2] = [_union(f.pieces[k], f.pieces[k + 1])]
+
+
+def _joinable(f: _Field, k: int) -> bool:
+    a, b = f.pieces[k], f.pieces[k + 1]
+    return max(a.right, b.right) - min(a.left, b.left) <= JOIN_WIDTH * f.height and \
+        b.left - a.right <= JOIN_GAP * f.height
 
 
 def _drop_comb(ink: torch.Tensor) -> torch.Tensor:

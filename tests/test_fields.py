@@ -92,6 +92,35 @@ def test_a_digit_in_two_strokes_is_one_digit_and_a_comb_is_not_read():
     assert len(cuts[1].boxes) == 4
 
 
+def _strokes_field(kinds: list[str]) -> Image.Image:
+    """Digits drawn in strokes that do not touch: a 7 whose bar stops short of its stem, a 0 in two
+    arcs; and plain 1s."""
+    img = Image.new("L", (len(kinds) * 74 + 20, 110), 235)
+    draw = ImageDraw.Draw(img)
+    for k, kind in enumerate(kinds):
+        x = 10 + 74 * k
+        if kind == "seven":
+            draw.line([(x + 10, 26), (x + 34, 26)], fill=20, width=7)
+            draw.line([(x + 46, 26), (x + 40, 85)], fill=20, width=7)
+        elif kind == "zero":
+            draw.arc([x + 12, 25, x + 48, 85], 105, 255, fill=20, width=7)
+            draw.arc([x + 12, 25, x + 48, 85], 285, 75, fill=20, width=7)
+        else:
+            draw.line([(x + 30, 25), (x + 30, 85)], fill=20, width=7)
+    return img
+
+
+def test_strokes_side_by_side_that_read_as_one_digit_are_joined(runner, tmp_path):
+    """A 7's bar beside its stem (a fragment: far shorter than the line) and a 0's two arcs (which
+    the model reads surer together than apart) are one digit each; 1s side by side stay apart."""
+    _strokes_field(["seven", "zero", "one", "seven"]).save(tmp_path / "strokes.png")
+    _strokes_field(["one", "one", "zero"]).save(tmp_path / "ones.png")
+    result = runner.invoke(main, ["run", str(tmp_path), "--field", "--format", "jsonl", "-q"])
+    assert result.exit_code == 0, result.output
+    texts = {Path(r["path"]).name: r["text"] for r in map(json.loads, result.stdout.splitlines())}
+    assert texts == {"strokes.png": "7017", "ones.png": "110"}
+
+
 def test_field_flags_that_do_not_go_together_are_refused(runner, tmp_path):
     _row_field(["seven", "one"]).save(tmp_path / "f.png")
     for extra, words in ((["--probs"], "JSON or JSONL"), (["--frames", str(tmp_path / "frames")], "--frames")):
