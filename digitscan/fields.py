@@ -180,22 +180,25 @@ def _join_strokes(fields: list[_Field], judge: Judge) -> None:
     """Join neighbouring pieces, close and narrow enough together to be one digit, where the judge is
     surer of them joined than of each alone, or where one is a fragment (under FRAGMENT of the digit
     height): the surest such joins first, in rounds, until none is left."""
+    sure: dict[tuple[int, Piece], float] = {}  # the judge's confidence in each piece of each field seen so far
     while True:
         pairs = [(f, k) for f in fields for k in range(len(f.pieces) - 1) if _joinable(f, k)]
         if not pairs:
             return
-        crops = []
-        for f, k in pairs:
-            a, b = f.pieces[k], f.pieces[k + 1]
-            joined = _union(a, b)
-            crops += [_crop(f.ink, _in(f.labels, p.labels), p) for p in (a, b, joined)]
-        sure = judge(_frames(crops)).amax(dim=1).view(-1, 3).tolist()
+        new = {(id(f), p): f for f, k in pairs for p in (f.pieces[k], f.pieces[k + 1],
+                                                          _union(f.pieces[k], f.pieces[k + 1]))
+               if (id(f), p) not in sure}
+        if new:
+            crops = [_crop(f.ink, _in(f.labels, p.labels), p) for (_, p), f in new.items()]
+            sure |= dict(zip(new, judge(_frames(crops)).amax(dim=1).tolist(), strict=True))
         gains = []
-        for (f, k), (a, b, joined) in zip(pairs, sure, strict=True):
+        for f, k in pairs:
             pieces = f.pieces[k], f.pieces[k + 1]
+            alone = max(sure[id(f), p] for p in pieces)
+            joined = sure[id(f), _union(*pieces)]
             fragment = min(p.bottom - p.top for p in pieces) < FRAGMENT * f.height
-            if fragment or joined > max(a, b):
-                gains.append((joined - max(a, b) + fragment, f, k))
+            if fragment or joined > alone:
+                gains.append((joined - alone + fragment, f, k))
         if not gains:
             return
         taken: set[tuple[int, int]] = set()
