@@ -155,10 +155,10 @@ def watch(opts: WatchOptions, emit: Callable[[Seen], None], window: Window | Non
     """Read `opts.source` until it ends or a stop; `emit` each change of reading (on the reader thread).
     `window`, when given, runs until it is closed, which ends the watch. Returns whether a stop signal
     ended it."""
-    source = open_source(opts.source)
     device = pick_device(opts.device)
     weights = default_weights() if opts.weights is None else opts.weights
     model = load_archive(weights, device)
+    source = open_source(opts.source)  # last: nothing may fail between opening a camera and the threads
     frames: queue.Queue[tuple[float, Image.Image] | None] = queue.Queue(QUEUED)
     latest, done, stop = Latest(), threading.Event(), StopRequest()
     failure: list[BaseException] = []
