@@ -23,7 +23,7 @@ from .defaults import RUN_BATCH
 from .errors import DigitscanError
 from .model import WeightsError, default_weights, load_archive
 from .preprocess import FRAME, Invert
-from .scorer import Reading, Result, checked_probabilities, field_result, read_fields
+from .scorer import Reading, Result, checked_probabilities, field_result, frame_probabilities, read_fields
 
 
 class EngineUnavailable(DigitscanError):
@@ -62,7 +62,7 @@ class _Model:
         self.invert, self.digits = invert, digits
 
     def _probabilities(self, frames: torch.Tensor) -> torch.Tensor:
-        return checked_probabilities(self.model, frames.unsqueeze(1).to(self.device), self.weights)
+        return frame_probabilities(self.model, frames, self.device, self.weights)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if "grey" in batch:
