@@ -11,6 +11,7 @@ import numpy as np
 from conftest import draw_digit
 from PIL import Image, ImageDraw
 
+from digitscan import fields as fields_module
 from digitscan.cli import main
 from digitscan.fields import cut_fields
 
@@ -136,3 +137,21 @@ def test_review_refuses_field_results_in_one_line(runner, tmp_path):
     result = runner.invoke(main, ["review", str(tmp_path / "r.csv"), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 2
     assert "--field" in result.output and "Traceback" not in result.output
+
+
+def test_all_cuts_at_once_give_the_parts_one_cut_at_a_time_gives():
+    """`_halves` (every cut of a piece at once) agrees with `_piece` (one part at a time)."""
+    img = np.asarray(_strokes_field(["zero", "seven", "one"]).rotate(8, fillcolor=235))
+    f = fields_module._found(fields_module.ink_batch([img], "auto", edges=False)[0][0])
+    checked = 0
+    for piece in f.pieces:
+        mask = fields_module._in(f.labels, piece.labels)
+        places = list(range(piece.left + 1, piece.right))
+        for c, (left, right) in zip(places, fields_module._halves(f.ink, mask, piece, places), strict=True):
+            for got, want in ((left, fields_module._piece(f.ink, mask, piece.labels, piece.left, c)),
+                              (right, fields_module._piece(f.ink, mask, piece.labels, c, piece.right))):
+                assert got.labels == want.labels and (got.left, got.right, got.top, got.bottom) == \
+                    (want.left, want.right, want.top, want.bottom)
+                assert math.isclose(got.mass, want.mass, rel_tol=1e-4, abs_tol=1e-4)
+                checked += 1
+    assert checked > 100
