@@ -30,7 +30,7 @@ from .devices import pick_device
 from .errors import DigitscanError
 from .model import default_weights, load_archive
 from .preprocess import Invert, prepare_batch
-from .scorer import checked_probabilities
+from .scorer import frame_probabilities
 from .stopping import StopRequest
 from .video import VideoError, av_errors, load_av, open_video, video_stream
 
@@ -275,13 +275,11 @@ def _read(batch: list[tuple[float, Image.Image]], model: torch.nn.Module | torch
     except DigitscanError as exc:
         return [Seen(at, None, None, None, ERROR, error=str(exc)) for at, _ in batch]
     ok = (~prepared.blank).nonzero().flatten().tolist()
-    scores = checked_probabilities(model, prepared.pixels[ok].unsqueeze(1).to(device), weights) if ok else None
+    confidences, digits = frame_probabilities(model, prepared.pixels[ok], device, weights).max(dim=1)
     inverted = prepared.inverted.tolist()
     seen = [Seen(at, None, None, inverted[k], BLANK) for k, (at, _) in enumerate(batch)]
-    for row, k in enumerate(ok):
-        assert scores is not None
-        confidence, digit = scores[row].max(dim=0)
-        scale = batch[k][1].width / greys[k].shape[1]
-        box = tuple(round(v * scale) for v in prepared.box[k].tolist())
-        seen[k] = Seen(batch[k][0], int(digit), float(confidence), inverted[k], OK, (box[0], box[1], box[2], box[3]))
+    for k, digit, confidence in zip(ok, digits.tolist(), confidences.tolist(), strict=True):
+        scale = batch[k][1].width / greys[k].shape[1]  # the frame was reduced to `greys[k]`
+        left, top, right, bottom = (round(v * scale) for v in prepared.box[k].tolist())
+        seen[k] = Seen(batch[k][0], digit, confidence, inverted[k], OK, (left, top, right, bottom))
     return seen

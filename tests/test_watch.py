@@ -15,12 +15,15 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import FPS, SHAPES, SHOWN, draw_digit, write_clip
+from PIL import Image
 
 from digitscan import video
 from digitscan.cli import main
 from digitscan.dataset import BLANK, OK
-from digitscan.watch import Changes, Latest, Seen, open_source
+from digitscan.model import default_weights, load_archive
+from digitscan.watch import Changes, Latest, Seen, _read, open_source
 from digitscan.window import BOX_COLOUR, WINDOW_SIDE, Window, annotate
 
 CHANGES = [(digit, inverted) for inverted in (True, False) for digit in SHAPES.values()]
@@ -164,3 +167,14 @@ def test_show_reads_a_file_at_its_own_speed_and_ctrl_c_ends_it_cleanly(display, 
     out, err = stopped.communicate(timeout=60)
     assert stopped.returncode == 130 and "Traceback" not in err
     assert first["digit"] == CHANGES[0][0] and len(lines(out)) < len(CHANGES) - 1, "stopped before the end"
+
+
+def test_a_frame_is_read_with_the_digits_box_in_its_pixels_and_an_empty_one_is_blank():
+    model = load_archive(default_weights(), torch.device("cpu"))
+    digit = draw_digit(size=(640, 480), box=(300, 150, 380, 330), shape="one").convert("RGB")
+    empty = Image.new("RGB", (640, 480), (235, 233, 228))
+    one, blank = _read([(0.5, digit), (0.6, empty)], model, default_weights(), torch.device("cpu"), "auto")
+    assert (one.time, one.digit, one.status, one.inverted) == (0.5, 1, OK, True)
+    left, top, right, bottom = one.box
+    assert 320 <= left <= 340 <= right <= 360 and abs(top - 150) <= 8 and abs(bottom - 330) <= 8
+    assert (blank.time, blank.digit, blank.status) == (0.6, None, BLANK)
