@@ -90,7 +90,7 @@ def frame_times(path: str) -> list[float]:
     with open_video(path) as container:
         stream = video_stream(container)
         try:
-            times = sorted(float(p.pts * p.time_base) for p in container.demux(stream) if p.pts is not None)
+            times = sorted(t for t in map(seconds, container.demux(stream)) if t is not None)
         except av_errors() as exc:
             raise VideoError(f"cannot read video ({exc})") from None
     return times
@@ -102,6 +102,12 @@ def why_unreadable(path: str) -> str:
         return "video holds no frames" if not frame_times(path) else "video not read"
     except VideoError as exc:
         return str(exc)
+
+
+def seconds(packet_or_frame: Any) -> float | None:
+    """When a packet or frame is shown, in seconds (None when its stream does not say)."""
+    pts = packet_or_frame.pts
+    return None if pts is None else float(pts * packet_or_frame.time_base)
 
 
 def read_frame(path: str, time: float) -> Image.Image:
@@ -127,7 +133,8 @@ class _Reader:
             self._seek(path, time)
         try:
             for frame in self.frames:
-                self.last = float(frame.pts * frame.time_base) if frame.pts is not None else self.last
+                at = seconds(frame)
+                self.last = self.last if at is None else at
                 if self.last >= time - TIME_PRECISION:
                     self.image = frame.to_image()
                     return self.image
