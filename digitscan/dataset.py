@@ -32,6 +32,10 @@ class Item:
     grey: tuple[np.ndarray, float] | None = None
     """A field (`ScanDataset(field=True)`): the decoded image, and how many of the file's pixels
     each of its pixels stands for, to be cut into digits with the model at hand."""
+    box: tuple[int, int, int, int] | None = None
+    """An ok item's ink box (left, top, right, bottom) in the decoded image, `decoded` (height, width)
+    pixels: the image may have been reduced."""
+    decoded: tuple[int, int] | None = None
 
 
 @dataclass
@@ -89,8 +93,10 @@ class ScanDataset(Dataset[Item]):
         greys = self._decode([i for i in indices if i not in handed], COARSE_SIDE, failed)
         prepared = self._prepare(greys, failed)
         again = [i for i, p in prepared.items() if look_again(p.extent, greys[i].shape)]
-        prepared |= self._prepare(self._decode(again, FINE_SIDE, failed), failed)
-        return [handed.get(i) or failed.get(i) or _item(i, prepared[i]) for i in indices]
+        finer = self._decode(again, FINE_SIDE, failed)
+        prepared |= self._prepare(finer, failed)
+        greys |= finer
+        return [handed.get(i) or failed.get(i) or _item(i, prepared[i], greys[i].shape) for i in indices]
 
     def _fields(self, indices: Sequence[int]) -> list[Item]:
         """Fields are only decoded here: they are cut into digits where the model is (fields.py)."""
@@ -142,10 +148,10 @@ def _scale(source: str | Image.Image, grey: np.ndarray) -> float:
     return max(size) / max(grey.shape)
 
 
-def _item(index: int, prepared: Prepared) -> Item:
+def _item(index: int, prepared: Prepared, decoded: tuple[int, ...]) -> Item:
     if prepared.pixels is None:
         return Item(index, None, prepared.inverted, BLANK)
-    return Item(index, prepared.pixels, prepared.inverted, OK)
+    return Item(index, prepared.pixels, prepared.inverted, OK, box=prepared.box, decoded=(decoded[0], decoded[1]))
 
 
 def _unexpected(index: int, exc: Exception) -> Item:

@@ -23,16 +23,15 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .dataset import BLANK, ERROR, OK
-from .decode import FINE_SIDE, load_grey
+from .dataset import OK, collate, prepared_items
 from .defaults import WATCH_STEADY
 from .devices import pick_device
 from .errors import DigitscanError
 from .model import default_weights, load_archive
-from .preprocess import Invert, prepare_batch
+from .preprocess import Invert
 from .scorer import frame_probabilities
 from .stopping import StopRequest
-from .video import VideoError, av_errors, load_av, open_video, video_stream
+from .video import VideoError, av_errors, load_av, open_video, seconds, video_stream
 
 BATCH = 8
 """At most this many frames are read together."""
@@ -130,7 +129,8 @@ def open_source(source: str) -> Source:
         if sys.platform not in CAMERAS:
             raise WatchError(f"camera {source}: camera indices work on Linux and macOS; give a video file or "
                              "a stream URL")
-        fmt, device = CAMERAS[sys.platform][0], CAMERAS[sys.platform][1].format(source)
+        fmt, name = CAMERAS[sys.platform]
+        device = name.format(source)
         av = load_av()  # VideoError naming the extra
         try:
             return Source(av.open(device, format=fmt), True, f"camera {source}")
@@ -217,7 +217,8 @@ def _decoded(source: Source, paced: bool, done: threading.Event) -> Iterator[tup
         for frame in source.container.decode(stream):
             if done.is_set():
                 return
-            at = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+            shown = seconds(frame)
+            at = 0.0 if shown is None else shown
             first = at if first is None else first
             if source.live:
                 at -= first
@@ -268,18 +269,17 @@ def _batches(frames: queue.Queue[tuple[float, Image.Image] | None],
 @torch.inference_mode()
 def _read(batch: list[tuple[float, Image.Image]], model: torch.nn.Module | torch.jit.ScriptModule,
           weights: Path, device: torch.device, invert: Invert) -> list[Seen]:
-    """Each frame prepared as `run` prepares a photo, then scored in one batch."""
-    try:
-        greys = [load_grey(image, FINE_SIDE) for _, image in batch]
-        prepared = prepare_batch(greys, invert)
-    except DigitscanError as exc:
-        return [Seen(at, None, None, None, ERROR, error=str(exc)) for at, _ in batch]
-    ok = (~prepared.blank).nonzero().flatten().tolist()
-    confidences, digits = frame_probabilities(model, prepared.pixels[ok], device, weights).max(dim=1)
-    inverted = prepared.inverted.tolist()
-    seen = [Seen(at, None, None, inverted[k], BLANK) for k, (at, _) in enumerate(batch)]
-    for k, digit, confidence in zip(ok, digits.tolist(), confidences.tolist(), strict=True):
-        scale = batch[k][1].width / greys[k].shape[1]  # the frame was reduced to `greys[k]`
-        left, top, right, bottom = (round(v * scale) for v in prepared.box[k].tolist())
-        seen[k] = Seen(batch[k][0], digit, confidence, inverted[k], OK, (left, top, right, bottom))
+    """Each frame decoded and prepared as `run` prepares a photo (`prepared_items`), then scored in one batch."""
+    items = list(prepared_items([image for _, image in batch], invert, batch_size=len(batch)))
+    collated = collate(items)
+    confidences, digits = frame_probabilities(model, collated.pixels[:, 0], device, weights).max(dim=1)
+    read = dict(zip(collated.ok, zip(digits.tolist(), confidences.tolist(), strict=True), strict=True))
+    seen = []
+    for k, ((at, image), item) in enumerate(zip(batch, items, strict=True)):
+        if k not in read or item.box is None or item.decoded is None:
+            seen.append(Seen(at, None, None, item.inverted, item.status, error=item.error))
+            continue
+        scale = image.width / item.decoded[1]  # the frame may have been decoded reduced
+        left, top, right, bottom = (round(v * scale) for v in item.box)
+        seen.append(Seen(at, *read[k], item.inverted, OK, (left, top, right, bottom)))
     return seen
