@@ -96,6 +96,10 @@ class _Field:
     height: float
     """The field's digit height: the median height of its pieces."""
 
+    def crop(self, piece: Piece) -> torch.Tensor:
+        """The piece's own ink, cut out to its box."""
+        return _crop(self.ink, _in(self.labels, piece.labels), piece)
+
 
 def cut_fields(greys: Sequence[Grey], invert: Invert = "auto", digits: int | None = None,
                judge: Judge | None = None) -> list[CutField]:
@@ -121,7 +125,7 @@ def cut_fields(greys: Sequence[Grey], invert: Invert = "auto", digits: int | Non
     if digits is not None:
         for f in live:
             _to_count(f, digits, judge)
-    crops = [_crop(f.ink, _in(f.labels, p.labels), p) for f in live for p in f.pieces]
+    crops = [f.crop(p) for f in live for p in f.pieces]
     pixels = _frames(crops).numpy() if crops else np.empty((0, FRAME, FRAME))
     out, at = [], 0
     for found, (_, inverted, _) in zip(fields, inks, strict=True):
@@ -187,7 +191,7 @@ def _join_strokes(fields: list[_Field], judge: Judge) -> None:
                                                           _union(f.pieces[k], f.pieces[k + 1]))
                if (id(f), p) not in sure}
         if new:
-            crops = [_crop(f.ink, _in(f.labels, p.labels), p) for (_, p), f in new.items()]
+            crops = [f.crop(p) for (_, p), f in new.items()]
             sure |= dict(zip(new, judge(_frames(crops)).amax(dim=1).tolist(), strict=True))
         gains = []
         for f, k in pairs:
