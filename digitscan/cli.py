@@ -78,7 +78,8 @@ data_option = click.option("--data", type=click.Path(file_okay=False, path_type=
                                 "[default: ~/.cache/digitscan/mnist]")
 labeled_option = click.option("--labeled", type=click.Path(exists=True, path_type=Path), default=None,
                               help="Your labelled scans: a folder with subfolders 0 to 9 (any of them), or a CSV "
-                                   "of path,label such as review's corrections.csv.")
+                                   "of path,label such as review's corrections.csv (a label of several digits: "
+                                   "a field's).")
 invert_option = click.option("--invert", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
                              help="yes: dark ink on light paper; no: light ink on dark; auto: decide per image.")
 workers_option = click.option("--workers", type=click.IntRange(0), default=None,
@@ -270,10 +271,14 @@ def fit(epochs: int, data: Path | None, start: Path | None, scratch: bool, out: 
 @click.option("--limit", type=click.IntRange(1), default=None, help="Show at most N rows (the least sure first).")
 @click.option("--frames", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               metavar="DIR", help="The frames that run --frames kept. [default: computed again from the scans]")
+@click.option("--field", is_flag=True, help="Images given here are fields of several digits (a results file says so "
+              "itself).")
+@click.option("--digits", type=click.IntRange(1), default=None, metavar="N",
+              help="With --field: each field holds N digits (implies --field).")
 @weights_option
 @device_option
 def review(sources: tuple[str, ...], out: Path, below: float | None, every: bool, limit: int | None,
-           frames: Path | None, weights: Path | None, device: str) -> None:
+           frames: Path | None, field: bool, digits: int | None, weights: Path | None, device: str) -> None:
     """Write one HTML page of the readings to check, to correct them by keyboard.
 
     RESULTS is a file that digitscan run wrote (CSV, JSON or JSONL): the page shows its readings
@@ -282,12 +287,16 @@ def review(sources: tuple[str, ...], out: Path, below: float | None, every: bool
     model saw, the reading and its ten probabilities. Type the right digit (x: not a digit, Enter:
     the reading is right), then download corrections.csv (path,label) for fit --labeled.
 
+    The results of run --field (or images with --field) give a tile per field: the scan, the text,
+    and each digit's frame and reading. Type the field's digits, then Enter.
+
     \b
     Examples:
       digitscan run scans/ --out results.csv --frames frames/
       digitscan review results.csv --frames frames/ --out review.html
       digitscan fit --labeled ~/Downloads/corrections.csv --out tuned.pt
       digitscan review scan.png
+      digitscan run forms/ --field --out fields.csv && digitscan review fields.csv
     """
     from .inputs import check_inputs
     from .report import LOW_CONFIDENCE
@@ -296,7 +305,7 @@ def review(sources: tuple[str, ...], out: Path, below: float | None, every: bool
 
     check_inputs(sources)
     opts = ReviewOptions(sources=list(sources), out=out, below=LOW_CONFIDENCE if below is None else below, all=every,
-                         limit=limit, frames=frames, weights=weights, device=device)
+                         limit=limit, frames=frames, weights=weights, device=device, field=field, digits=digits)
     outcome = review_job(opts)
     if outcome.warning:
         click.echo(f"digitscan: warning: {outcome.warning}", err=True)
@@ -334,7 +343,7 @@ def evaluate(weights: Path | None, data: Path | None, labeled: Path | None, devi
     console.print(confusion_table(result.confusion, result.name))
     console.print(reliability_table(result.reliability, result.calibration_error))
     unread = f", {result.unread} blank or unreadable" if result.unread else ""
-    console.print(f"accuracy {result.accuracy:.4f} on {result.total:,} images{unread}; "
+    console.print(f"accuracy {result.accuracy:.4f} on {result.total:,} {result.unit}{unread}; "
                   f"expected calibration error {result.calibration_error:.4f}")
 
 

@@ -13,7 +13,7 @@ from .devices import pick_device
 from .model import load_archive
 from .preprocess import normalise
 from .scorer import Scorer
-from .trainingdata import labelled_files, load_mnist
+from .trainingdata import labelled_files, load_mnist, read_fields, unread_field
 
 
 @dataclass
@@ -26,6 +26,8 @@ class Evaluation:
     confidence: torch.Tensor = field(default_factory=lambda: torch.empty(0))
     """Each reading's confidence, and whether it was right: the calibration figures."""
     correct: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.bool))
+    unit: str = "images"
+    """What is counted: "digits" where labelled fields count digit by digit."""
 
     @property
     def total(self) -> int:
@@ -83,18 +85,32 @@ def evaluate_mnist(root: Path, weights: Path | None = None, device: str = "auto"
 
 def evaluate_labelled(source: Path, weights: Path | None = None, device: str = "auto", batch_size: int = RUN_BATCH,
                       workers: int | None = None) -> Evaluation:
-    """Score labelled scans (a folder of subfolders 0..9, or a CSV) through the same pipeline as `digitscan run`."""
-    truth = dict(labelled_files(source))
+    """Score labelled scans (a folder of subfolders 0..9, or a CSV) through the same pipeline as `digitscan run`;
+    a field's digits (read as `run --digits` reads them) count one by one."""
+    files = labelled_files(source)
+    truth = {path: int(label) for path, label in files if len(label) == 1}
     scorer = Scorer(weights, device, batch_size, workers)
     confusion = torch.zeros(10, 10, dtype=torch.int64)
     unread = 0
-    confidence, correct = [], []
+    confidence: list[float] = []
+    correct: list[bool] = []
+
+    def count(true: int, digit: int, sure: float) -> None:
+        confusion[true, digit] += 1
+        confidence.append(sure)
+        correct.append(digit == true)
+
     for batch in scorer.score(list(truth)):
         for result in batch:
             if result.digit is None or result.confidence is None:
                 unread += 1
             else:
-                confusion[truth[result.path], result.digit] += 1
-                confidence.append(result.confidence)
-                correct.append(result.digit == truth[result.path])
-    return Evaluation(str(source), confusion, unread, torch.tensor(confidence), torch.tensor(correct, dtype=torch.bool))
+                count(truth[result.path], result.digit, result.confidence)
+    for _, label, result in read_fields([f for f in files if len(f[1]) > 1], weights, device):
+        if unread_field(result, label) is not None or result.digits is None:
+            unread += len(label)
+            continue
+        for true, reading in zip(label, result.digits, strict=True):
+            count(int(true), reading.digit, reading.confidence)
+    return Evaluation(str(source), confusion, unread, torch.tensor(confidence), torch.tensor(correct, dtype=torch.bool),
+                      unit="images" if len(truth) == len(files) else "digits")

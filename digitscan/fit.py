@@ -228,7 +228,7 @@ def _load_data(cfg: FitConfig, device: torch.device, log: Callable[[str], None])
     test_x, test_y = load_mnist(cfg.data, train=False)
     train_x, train_y = images[:-HOLDOUT][: cfg.limit], labels[:-HOLDOUT][: cfg.limit]
     if cfg.labeled is not None:
-        own_x, own_y, skipped = load_labelled(cfg.labeled)
+        own_x, own_y, skipped = load_labelled(cfg.labeled, cfg.start)
         for message in skipped:
             log(f"skipped {message}")
         repeat = max(1, round(LABELLED_SHARE * len(train_y) / len(own_y)))

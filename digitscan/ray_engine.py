@@ -7,7 +7,6 @@ in input order to the same writers.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
@@ -92,7 +91,7 @@ class _Model:
             for k, (inverted, readings) in zip(ok, read_fields(greys, self.invert, self.digits, self._probabilities),
                                                strict=True):
                 read[k] = json.dumps({"inverted": inverted, "digits": None if readings is None else
-                                      [dataclasses.astuple(r) for r in readings]})
+                                      [(r.digit, r.confidence, r.box, r.probs) for r in readings]})
         except DigitscanError as exc:
             fatal = str(exc)
         return {key: batch[key] for key in ("index", "status", "inverted", "error")} | {

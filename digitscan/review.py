@@ -1,8 +1,9 @@
 """`digitscan review`: one self-contained HTML page of the readings a person should check.
 
 results file (or images) -> rows to check, lowest confidence first -> each row's scan, the frame the
-model saw and its ten probabilities -> review.html (images inline; the page's script, review.html in
-this package, lets a person type the right digits and download them as corrections.csv).
+model saw and its ten probabilities (for a field of several digits: each digit's frame and reading)
+-> review.html (images inline; the page's script, review.html in this package, lets a person type
+the right digits and download them as corrections.csv).
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ from .inputs import iter_paths
 from .model import default_weights, load_archive, sha256
 from .preprocess import Invert
 from .report import LOW_CONFIDENCE
-from .scorer import Scorer
+from .scorer import Reading, Scorer
 from .writers import PROB_COLUMNS, SUFFIXES, OutputError, read_rows, read_settings, record
 
 THUMB = 128
-"""Longest side, in pixels, of a scan as the page shows it."""
+"""Longest side, in pixels, of a scan as the page shows it..."""
+FIELD_THUMB = 480
+"""...and of a field of several digits."""
 TOP = 3
 """How many of the ten probabilities a tile names."""
 
@@ -54,6 +57,10 @@ class ReviewOptions:
     """Where `run --frames` kept the frames; without it they are computed again from the scans."""
     weights: Path | None = None
     device: str = "auto"
+    field: bool = False
+    """Images read now are fields of several digits (a results file says so itself)."""
+    digits: int | None = None
+    """With `field`: how many digits each holds, when known (a results file records its own)."""
 
 
 @dataclass
@@ -71,15 +78,16 @@ def is_results_file(sources: Sequence[str]) -> bool:
 def review(opts: ReviewOptions) -> ReviewOutcome:
     """Write the review page for `opts.sources`; return how many rows it shows, of how many."""
     frames: dict[str, np.ndarray] = {}
+    readings: dict[str, list[Reading]] = {}
     invert: Invert = "auto"
+    field, digits = opts.field or opts.digits is not None, opts.digits
     warning = ""
     from_results = is_results_file(opts.sources)
     if from_results:
         rows = read_rows(Path(opts.sources[0]))
-        if rows and "text" in rows[0] and "digit" not in rows[0]:
-            raise OutputError(f"{opts.sources[0]}: results of run --field; review shows single digits only, "
-                              "not yet fields")
         recorded = _recorded_settings(opts.sources[0])
+        field = bool(rows) and "text" in rows[0] and "digit" not in rows[0]
+        digits = recorded.get("digits") if isinstance(recorded.get("digits"), int) else None
         invert = "yes" if recorded.get("invert") == "yes" else "no" if recorded.get("invert") == "no" else "auto"
         if recorded.get("weights") not in (None, sha256(opts.weights or default_weights())) and rows \
                 and rows[0].get(PROB_COLUMNS[0], "absent") == "absent":
@@ -87,19 +95,25 @@ def review(opts: ReviewOptions) -> ReviewOutcome:
                        "theirs; pass the run's --weights to see its own")
         base = Path(opts.sources[0]).parent
     else:
-        rows, frames = _read_now(opts)
+        rows, frames, readings = _read_now(opts)
         base = Path.cwd()
     every = opts.all or not from_results
     chosen = select(rows, opts.below, every, opts.limit)
     files = {row["path"]: _locate(row["path"], base) for row in chosen}
-    if opts.frames is not None:
-        frames |= {row["path"]: f for row in chosen if (f := load_frame(opts.frames, row["path"])) is not None}
-    wanted = [row["path"] for row in chosen if row["status"] == OK and row["path"] not in frames]
-    frames |= _frames_again([files[p] for p in wanted], wanted, invert)
-    probs = _probabilities(chosen, frames, opts)
-    tiles = [_tile(row, files[row["path"]], frames.get(row["path"]), probs.get(row["path"])) for row in chosen]
+    wanted = [row["path"] for row in chosen
+              if row["status"] == OK and row["path"] not in frames and row["path"] not in readings]
+    if field:
+        readings |= _fields_again([files[p] for p in wanted], wanted, invert, digits, opts)
+        tiles = [_field_tile(row, files[row["path"]], readings.get(row["path"])) for row in chosen]
+    else:
+        if opts.frames is not None:
+            frames |= {row["path"]: f for row in chosen if (f := load_frame(opts.frames, row["path"])) is not None}
+            wanted = [p for p in wanted if p not in frames]
+        frames |= _frames_again([files[p] for p in wanted], wanted, invert)
+        probs = _probabilities(chosen, frames, opts)
+        tiles = [_tile(row, files[row["path"]], frames.get(row["path"]), probs.get(row["path"])) for row in chosen]
     meta = {"id": hashlib.sha1(json.dumps([t["file"] for t in tiles]).encode("utf-8", "surrogateescape")).hexdigest(),
-            "source": ", ".join(opts.sources), "rows": len(rows), "below": opts.below, "all": every}
+            "source": ", ".join(opts.sources), "rows": len(rows), "below": opts.below, "all": every, "field": field}
     write_page(opts.out, tiles, meta)
     return ReviewOutcome(len(tiles), len(rows), opts.out, warning)
 
@@ -115,16 +129,18 @@ def select(rows: list[dict[str, Any]], below: float, every: bool, limit: int | N
     return chosen[:limit]
 
 
-def _read_now(opts: ReviewOptions) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-    """Read images as `run` would, keeping the frames."""
-    scorer = Scorer(opts.weights, opts.device, workers=0, keep_frames=True)
-    rows, frames = [], {}
+def _read_now(opts: ReviewOptions) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], dict[str, list[Reading]]]:
+    """Read images as `run` would, keeping the frames (of fields: each digit's reading and frame)."""
+    scorer = Scorer(opts.weights, opts.device, workers=0, keep_frames=True, field=opts.field, digits=opts.digits)
+    rows, frames, readings = [], {}, {}
     for batch in scorer.score(list(iter_paths(opts.sources))):
         for result in batch:
-            rows.append(record(result, probs=True))
+            rows.append(record(result, probs=not scorer.field, field=scorer.field))
             if result.frame is not None:
                 frames[result.path] = result.frame
-    return rows, frames
+            if result.digits is not None:
+                readings[result.path] = result.digits
+    return rows, frames, readings
 
 
 def _recorded_settings(results: str) -> dict[str, Any]:
@@ -150,6 +166,14 @@ def _frames_again(files: list[str], names: list[str], invert: Invert) -> dict[st
     return {name: to_uint8(item.pixels) for name, item in zip(names, items, strict=True) if item.pixels is not None}
 
 
+def _fields_again(files: list[str], names: list[str], invert: Invert, digits: int | None,
+                  opts: ReviewOptions) -> dict[str, list[Reading]]:
+    """Each field's digits as the model reads them, with their frames, computed again from the scans."""
+    scorer = Scorer(opts.weights, opts.device, workers=0, invert=invert, keep_frames=True, field=True, digits=digits)
+    results = [r for batch in scorer.score(files) for r in batch]
+    return {name: r.digits for name, r in zip(names, results, strict=True) if r.digits is not None}
+
+
 def _probabilities(rows: list[dict[str, Any]], frames: dict[str, np.ndarray],
                    opts: ReviewOptions) -> dict[str, list[float]]:
     """Each row's ten probabilities: from the results (run --probs), else from the model on its frame."""
@@ -163,17 +187,28 @@ def _probabilities(rows: list[dict[str, Any]], frames: dict[str, np.ndarray],
 
 
 def _tile(row: dict[str, Any], file: str, frame: np.ndarray | None, probs: list[float] | None) -> dict[str, Any]:
-    scan, problem = _thumbnail(file)
+    scan, problem = _thumbnail(file, THUMB)
     return {"path": _text(row["path"]), "file": _text(file), "digit": row.get("digit"),
             "confidence": row.get("confidence"), "status": row["status"],
             "error": _text(row.get("error") or problem or ""), "probs": probs,
             "scan": scan, "frame": None if frame is None else _data_uri(Image.fromarray(frame, "L"))}
 
 
-def _thumbnail(file: str) -> tuple[str | None, str | None]:
+def _field_tile(row: dict[str, Any], file: str, readings: list[Reading] | None) -> dict[str, Any]:
+    """A field's tile: its scan, its text, and each digit's frame and reading."""
+    scan, problem = _thumbnail(file, FIELD_THUMB)
+    digits = None if readings is None else [
+        {"digit": r.digit, "confidence": r.confidence,
+         "frame": None if r.frame is None else _data_uri(Image.fromarray(r.frame, "L"))} for r in readings]
+    return {"path": _text(row["path"]), "file": _text(file), "text": row.get("text"),
+            "confidence": row.get("confidence"), "status": row["status"],
+            "error": _text(row.get("error") or problem or ""), "scan": scan, "digits": digits}
+
+
+def _thumbnail(file: str, side: int) -> tuple[str | None, str | None]:
     """The scan as a small inline image (decoded with run's own safeguards), or why it cannot be shown."""
     try:
-        grey = load_grey(file, THUMB)
+        grey = load_grey(file, side)
     except DecodeError as exc:
         return None, str(exc)
     except Exception as exc:  # a decoder bug costs this picture, not the page
@@ -181,7 +216,7 @@ def _thumbnail(file: str) -> tuple[str | None, str | None]:
     if grey.dtype != np.uint8:  # a deeper image, as levels in [0, 1]
         grey = (grey * 255).round().astype(np.uint8)
     img = Image.fromarray(grey, "L")
-    img.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
+    img.thumbnail((side, side), Image.Resampling.LANCZOS)
     return _data_uri(img), None
 
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -103,7 +103,10 @@ def run(inputs: list[str], opts: RunOptions, on_batch: Callable[[int], None] | N
     if not found:
         raise InputError("no images found in " + ", ".join(inputs))
     paths = list(expand(found, opts.sampling))
-    settings = {"columns": columns(opts.probs, opts.field), "weights": sha256(scorer.weights), "invert": opts.invert}
+    settings: dict[str, Any] = {"columns": columns(opts.probs, opts.field), "weights": sha256(scorer.weights),
+                                "invert": opts.invert}
+    if opts.field:
+        settings["digits"] = opts.digits
     if any(is_video(p) for p in found):
         settings["frames"] = str(opts.sampling)
     check_not_an_input(opts.out, paths)

@@ -50,12 +50,13 @@ class Result:
 @dataclass
 class Reading:
     """One digit of a field: its value, confidence, box (left, top, right, bottom) in the image's
-    pixels, and its ten probabilities."""
+    pixels, its ten probabilities, and (with `Scorer(keep_frames=True)`) the frame the model saw."""
 
     digit: int
     confidence: float
     box: tuple[int, int, int, int]
     probs: list[float]
+    frame: np.ndarray | None = field(default=None, repr=False)
 
 
 def default_workers() -> int:
@@ -162,8 +163,8 @@ class Scorer:
 
     @torch.inference_mode()
     def _field_results(self, batch: Batch, sources: Sequence[str | Image.Image]) -> list[Result]:
-        read = dict(zip(batch.ok, read_fields(batch.greys, self.invert, self.digits, self._probabilities),
-                        strict=True))
+        read = dict(zip(batch.ok, read_fields(batch.greys, self.invert, self.digits, self._probabilities,
+                                                      self.keep_frames), strict=True))
         results = []
         for pos, item in enumerate(batch.items):
             name = _name(sources[item.index], item.index)
@@ -200,7 +201,7 @@ class Scorer:
 
 
 def read_fields(greys: Sequence[tuple[np.ndarray, float]], invert: Invert, digits: int | None,
-                probabilities: Judge) -> list[tuple[bool, list[Reading] | None]]:
+                probabilities: Judge, keep_frames: bool = False) -> list[tuple[bool, list[Reading] | None]]:
     """Each decoded field (with its scale, as `ScanDataset(field=True)` gives it) cut into digits, the
     model judging doubtful cuts (fields.py), and read: (inverted, its readings, or None when blank)."""
     cuts = cut_fields([grey for grey, _ in greys], invert, digits, judge=probabilities)
@@ -210,10 +211,12 @@ def read_fields(greys: Sequence[tuple[np.ndarray, float]], invert: Invert, digit
     at = 0
     for cut, (_, scale) in zip(cuts, greys, strict=True):
         readings = []
-        for (left, top, right, bottom), p in zip(cut.boxes, probs[at:at + len(cut.boxes)], strict=True):
+        for k, ((left, top, right, bottom), p) in enumerate(zip(cut.boxes, probs[at:at + len(cut.boxes)],
+                                                                 strict=True)):
             best = max(range(10), key=p.__getitem__)
             box = (round(left * scale), round(top * scale), round(right * scale), round(bottom * scale))
-            readings.append(Reading(best, p[best], box, p))
+            frame = to_uint8(cut.pixels[k]) if keep_frames and cut.pixels is not None else None
+            readings.append(Reading(best, p[best], box, p, frame))
         at += len(cut.boxes)
         out.append((cut.inverted, readings if cut.pixels is not None else None))
     return out

@@ -1,4 +1,5 @@
-"""Training data for `fit` and `eval`: MNIST as whole tensors, and the user's labelled scans (a folder or a CSV)."""
+"""Training data for `fit` and `eval`: MNIST as whole tensors, and the user's labelled scans (a folder or a CSV;
+in a CSV, a field of several digits labelled with all of them)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import contextlib
 import csv
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import DigitscanError
+
+if TYPE_CHECKING:
+    from .scorer import Result
 
 
 class DataUnavailable(DigitscanError):
@@ -18,7 +24,7 @@ class DataUnavailable(DigitscanError):
 
 
 DIGIT_NAMES = tuple(str(d) for d in range(10))
-LABEL_COLUMNS = ("label", "digit")
+LABEL_COLUMNS = ("label", "digit", "text")
 NOT_A_DIGIT = "none"
 """The label `review` gives an image that holds no digit."""
 
@@ -44,13 +50,14 @@ def load_mnist(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return ds.data, ds.targets
 
 
-def labelled_files(source: Path) -> list[tuple[str, int]]:
-    """(path, digit) for each labelled image: a folder with subfolders named 0..9 (any of them), or a
-    CSV file with the columns path and label (or digit), such as the corrections.csv that `review` writes."""
+def labelled_files(source: Path) -> list[tuple[str, str]]:
+    """(path, label) for each labelled image: a folder with subfolders named 0..9 (any of them), or a
+    CSV file with the columns path and label (or digit), such as the corrections.csv that `review` writes.
+    A label of several digits ("04071", a CSV's only) names the digits of a field, left to right."""
     return _labels_from_csv(source) if source.is_file() else _labels_from_folder(source)
 
 
-def _labels_from_folder(folder: Path) -> list[tuple[str, int]]:
+def _labels_from_folder(folder: Path) -> list[tuple[str, str]]:
     """The torchvision ImageFolder layout: folder/7/scan.png is a 7."""
     from torchvision.datasets import ImageFolder
 
@@ -66,12 +73,12 @@ def _labels_from_folder(folder: Path) -> list[tuple[str, int]]:
         raise DataUnavailable(f"{folder}: subfolders must be named 0 to 9, found {', '.join(wrong[:5])}")
     if not listing.samples:
         raise DataUnavailable(f"{folder}: no images in its subfolders 0 to 9")
-    return [(path, int(listing.classes[index])) for path, index in listing.samples]
+    return [(path, listing.classes[index]) for path, index in listing.samples]
 
 
-def _labels_from_csv(path: Path) -> list[tuple[str, int]]:
-    """Rows of path,label; a path is relative to the CSV's folder unless absolute. A label of
-    `NOT_A_DIGIT` (or an empty one) marks an image that holds no digit: it is left out."""
+def _labels_from_csv(path: Path) -> list[tuple[str, str]]:
+    """Rows of path,label (one digit, or a field's digits); a path is relative to the CSV's folder unless
+    absolute. A label of `NOT_A_DIGIT` (or an empty one) marks an image that holds no digit: it is left out."""
     try:
         with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
             reader = csv.DictReader(f)
@@ -85,17 +92,40 @@ def _labels_from_csv(path: Path) -> list[tuple[str, int]]:
     for line, name, value in rows:
         if value in ("", NOT_A_DIGIT):
             continue
-        if value not in DIGIT_NAMES or not name:
-            raise DataUnavailable(f"{path}, line {line}: label must be 0 to 9 or {NOT_A_DIGIT}, not {value!r}"
+        if not (value.isascii() and value.isdigit()) or not name:
+            raise DataUnavailable(f"{path}, line {line}: label must be digits 0 to 9 or {NOT_A_DIGIT}, not {value!r}"
                                   if name else f"{path}, line {line}: no path")
-        pairs.append((str(path.parent / name) if not Path(name).is_absolute() else name, int(value)))
+        pairs.append((str(path.parent / name) if not Path(name).is_absolute() else name, value))
     if not pairs:
         raise DataUnavailable(f"{path}: no rows labelled 0 to 9")
     return pairs
 
 
-def load_labelled(source: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Labelled scans (see `labelled_files`), preprocessed exactly as `run` does.
+def read_fields(fields: list[tuple[str, str]], weights: Path | None,
+                device: str = "cpu") -> Iterator[tuple[str, str, Result]]:
+    """(path, label, result) for each labelled field, cut into as many digits as its label has
+    (`run --digits`), each digit's frame kept."""
+    from .scorer import Scorer
+
+    for length in sorted({len(label) for _, label in fields}):
+        group = [(path, label) for path, label in fields if len(label) == length]
+        scorer = Scorer(weights, device, workers=0, digits=length, keep_frames=True)
+        results = (r for batch in scorer.score([path for path, _ in group]) for r in batch)
+        yield from ((path, label, r) for (path, label), r in zip(group, results, strict=True))
+
+
+def unread_field(result: Result, label: str) -> str | None:
+    """Why a labelled field gave no digit to learn from or score, if it did not."""
+    if result.digits is None:
+        return result.error or "blank (no ink found)"
+    if len(result.digits) != len(label):
+        return f"cut into {len(result.digits)} digits, not the {len(label)} of its label"
+    return None
+
+
+def load_labelled(source: Path, weights: Path | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Labelled scans (see `labelled_files`), preprocessed exactly as `run` does; fields cut into their
+    digits with the model in `weights` judging the cuts.
 
     Returns (uint8 images N x 28 x 28, labels N, messages for the files that were skipped).
     """
@@ -103,13 +133,21 @@ def load_labelled(source: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     from .frames import to_uint8
 
     files = labelled_files(source)
+    singles = [(path, label) for path, label in files if len(label) == 1]
     images, labels, skipped = [], [], []
-    for (path, digit), item in zip(files, prepared_items([path for path, _ in files]), strict=True):
+    for (path, label), item in zip(singles, prepared_items([path for path, _ in singles]), strict=True):
         if item.pixels is None:
             skipped.append(f"{path}: {item.error or 'blank (no ink found)'}")
             continue
         images.append(torch.from_numpy(to_uint8(item.pixels)))
-        labels.append(digit)
+        labels.append(int(label))
+    for path, label, result in read_fields([f for f in files if len(f[1]) > 1], weights):
+        problem = unread_field(result, label)
+        if problem is not None or result.digits is None:
+            skipped.append(f"{path}: {problem}")
+            continue
+        images += [torch.from_numpy(r.frame) for r in result.digits if r.frame is not None]
+        labels += [int(d) for d in label]
     if not images:
         raise DataUnavailable(f"{source}: no readable labelled images")
     return torch.stack(images), torch.tensor(labels, dtype=torch.int64), skipped

@@ -26,7 +26,8 @@ PROB_COLUMNS = [f"p{d}" for d in range(10)]
 SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 SETTINGS_SUFFIX = ".settings.json"
 """Beside a results file, the settings that shaped its rows: `--resume` must not change them."""
-SETTING_FLAGS = {"columns": "--probs", "weights": "--weights", "invert": "--invert", "frames": "--every/--fps"}
+SETTING_FLAGS = {"columns": "--probs", "weights": "--weights", "invert": "--invert", "digits": "--digits",
+                 "frames": "--every/--fps"}
 NAME_ERRORS = {"csv": "surrogateescape", "json": "backslashreplace", "jsonl": "backslashreplace"}
 """A file name that is not valid UTF-8 (ordinary on Linux) is written as its own bytes in CSV, and as
 the escape \\udcXX that Python's json reads back to the same name in JSON: either way --resume finds it."""
@@ -79,7 +80,7 @@ def check_field_format(fmt: str, probs: bool) -> None:
 
 
 def save_settings(out: str, settings: dict[str, Any]) -> None:
-    """Record `settings` (columns, weights' sha256, invert) beside a results file (not beside a device)."""
+    """Record `settings` (columns, weights' sha256, invert, ...) beside a results file (not beside a device)."""
     if out != "-" and _regular_or_new(Path(out)):
         write_json_atomic(settings_file(out), settings)
 

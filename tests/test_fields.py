@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -12,8 +14,10 @@ from conftest import draw_digit
 from PIL import Image, ImageDraw
 
 from digitscan import fields as fields_module
+from digitscan import review as review_module
 from digitscan.cli import main
 from digitscan.fields import cut_fields
+from digitscan.trainingdata import load_labelled
 
 FIELDS = Path(__file__).resolve().parents[1] / "examples" / "fields"
 
@@ -131,12 +135,77 @@ def test_field_flags_that_do_not_go_together_are_refused(runner, tmp_path):
         assert "Traceback" not in result.output
 
 
-def test_review_refuses_field_results_in_one_line(runner, tmp_path):
+def _tiles(page: Path) -> list[dict]:
+    html = page.read_text(encoding="utf-8")
+    return json.loads(html.split('<script type="application/json" id="tiles">', 1)[1].split("</script>", 1)[0])
+
+
+def test_review_of_field_results_gives_a_tile_per_field_with_each_digits_frame(runner, tmp_path):
+    for fmt in ("csv", "jsonl"):
+        out = tmp_path / f"r.{fmt}"
+        assert runner.invoke(main, ["run", str(FIELDS), "--field", "-q", "-o", str(out)]).exit_code == 0
+        result = runner.invoke(main, ["review", str(out), "--all", "-o", str(tmp_path / f"{fmt}.html")])
+        assert result.exit_code == 0, result.output
+    rows = {r["path"]: r for r in csv.DictReader((tmp_path / "r.csv").open(newline=""))}
+    tiles = _tiles(tmp_path / "csv.html")
+    assert tiles == _tiles(tmp_path / "jsonl.html")
+    assert sorted(t["path"] for t in tiles) == sorted(rows) and len(tiles) == 15
+    assert [t["confidence"] for t in tiles] == sorted(t["confidence"] for t in tiles)  # the least sure first
+    for t in tiles:
+        assert t["text"] == rows[t["path"]]["text"]
+        assert "".join(str(d["digit"]) for d in t["digits"]) == t["text"]  # the same weights read the same
+        for d in t["digits"]:
+            frame = Image.open(io.BytesIO(base64.b64decode(d["frame"].split(",", 1)[1])))
+            assert frame.size == (28, 28)
+        scan = Image.open(io.BytesIO(base64.b64decode(t["scan"].split(",", 1)[1])))
+        assert max(scan.size) <= review_module.FIELD_THUMB and scan.width > 2 * scan.height  # the whole field
+
+
+def test_review_of_images_as_fields_and_with_digits_n(runner, tmp_path):
+    _row_field(["seven", "one", "seven"]).save(tmp_path / "f.png")
+    for extra, length in ((["--field"], 3), (["--digits", "2"], 2)):
+        result = runner.invoke(main, ["review", str(tmp_path / "f.png"), *extra, "-o", str(tmp_path / "r.html")])
+        assert result.exit_code == 0, result.output
+        [tile] = _tiles(tmp_path / "r.html")
+        assert len(tile["text"]) == len(tile["digits"]) == length
+
+
+def test_review_cuts_fields_again_into_the_digits_run_was_told(runner, tmp_path):
+    _row_field(["seven", "one", "seven"]).save(tmp_path / "f.png")
+    runner.invoke(main, ["run", str(tmp_path / "f.png"), "--digits", "2", "-q", "-o", str(tmp_path / "r.csv")])
+    result = runner.invoke(main, ["review", str(tmp_path / "r.csv"), "--all", "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    [tile] = _tiles(tmp_path / "r.html")
+    assert len(tile["text"]) == len(tile["digits"]) == 2
+
+
+def test_resume_refuses_another_digits_n(runner, tmp_path):
     _row_field(["seven", "one"]).save(tmp_path / "f.png")
-    runner.invoke(main, ["run", str(tmp_path / "f.png"), "--field", "-q", "-o", str(tmp_path / "r.csv")])
-    result = runner.invoke(main, ["review", str(tmp_path / "r.csv"), "-o", str(tmp_path / "r.html")])
-    assert result.exit_code == 2
-    assert "--field" in result.output and "Traceback" not in result.output
+    out = str(tmp_path / "r.csv")
+    assert runner.invoke(main, ["run", str(tmp_path / "f.png"), "--digits", "2", "-q", "-o", out]).exit_code == 0
+    result = runner.invoke(main, ["run", str(tmp_path / "f.png"), "--digits", "3", "-q", "-o", out, "--resume"])
+    assert result.exit_code == 2 and "--digits" in result.output and "Traceback" not in result.output
+
+
+def test_labelled_fields_give_their_digits_to_fit_and_eval(runner, tmp_path):
+    """examples/fields/labels.csv (path,text): each field cut into as many digits as its label has."""
+    truth = _labels()
+    images, labels, skipped = load_labelled(FIELDS / "labels.csv")
+    assert not skipped and images.shape == (sum(map(len, truth.values())), 28, 28)
+    assert sorted(labels.tolist()) == sorted(int(d) for text in truth.values() for d in text)
+    result = runner.invoke(main, ["eval", "--labeled", str(FIELDS / "labels.csv")])
+    assert result.exit_code == 0, result.output
+    line = [ln for ln in result.stdout.splitlines() if ln.startswith("accuracy")][0]
+    assert f"on {len(labels)} digits" in line and float(line.split()[1]) >= 0.85
+
+
+def test_a_labelled_field_that_cannot_be_read_is_skipped_by_name(tmp_path):
+    Image.new("L", (200, 60), 235).save(tmp_path / "empty.png")
+    _row_field(["seven", "one"]).save(tmp_path / "f.png")
+    (tmp_path / "c.csv").write_text("path,label\nempty.png,123\nf.png,71\n")
+    images, labels, skipped = load_labelled(tmp_path / "c.csv")
+    assert labels.tolist() == [7, 1] and len(images) == 2
+    assert len(skipped) == 1 and "empty.png" in skipped[0] and "blank" in skipped[0]
 
 
 def test_all_cuts_at_once_give_the_parts_one_cut_at_a_time_gives():

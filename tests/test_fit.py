@@ -170,7 +170,7 @@ def test_fit_and_eval_take_a_corrections_csv(runner, mnist_root, corrections, tm
 
 
 @pytest.mark.parametrize("content, problem", [
-    ("path,label\na.png,12\n", "line 2: label must be 0 to 9 or none, not '12'"),
+    ("path,label\na.png,7a\n", "line 2: label must be digits 0 to 9 or none, not '7a'"),
     ("file,digit\na.png,1\n", "a labels CSV needs the columns path and label"),
     ("path,label\na.png,none\n", "no rows labelled 0 to 9"),
 ])

@@ -234,3 +234,37 @@ def test_page_renders_a_thousand_tiles_lazily_and_tab_reaches_past_them(tmp_path
     focused.send_keys("4")
     assert "answer 4" in browser.find_elements(By.CSS_SELECTOR, ".tile")[first + 5].text
     assert script_errors(browser) == []
+
+
+def test_field_page_in_a_browser_typing_a_fields_digits_downloads_them(runner, tmp_path, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    fields = tmp_path / "fields"
+    fields.mkdir()
+    for name in ("comb_4.png", "scan_5.png", "light_on_dark_6.png"):
+        shutil.copy(EXAMPLES / "fields" / name, fields / name)
+    assert runner.invoke(main, ["run", str(fields), "--field", "-q", "--out", str(tmp_path / "r.csv")]).exit_code == 0
+    page = tmp_path / "review.html"
+    assert runner.invoke(main, ["review", str(tmp_path / "r.csv"), "--all", "--out", str(page)]).exit_code == 0
+    tiles = tiles_of(page)
+    browser.get(page.as_uri())
+
+    shown = browser.find_elements(By.CSS_SELECTOR, ".tile.field")
+    assert len(shown) == 3
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".pieces img")) == sum(len(t["digits"]) for t in tiles)
+    browser.switch_to.active_element.send_keys("1", "2", "9", Keys.BACKSPACE, "3")  # tile 0: 123, the 9 erased
+    assert browser.switch_to.active_element == shown[0] and "answer 123" in shown[0].text
+    browser.switch_to.active_element.send_keys(Keys.ENTER)  # done: on to tile 1
+    browser.switch_to.active_element.send_keys(Keys.ENTER)  # tile 1: nothing typed, the reading is right
+    browser.switch_to.active_element.send_keys("x")         # tile 2: no digits
+    assert "no digits" in shown[2].text
+    browser.find_element(By.ID, "download").click()
+
+    target = tmp_path / "downloads" / "corrections.csv"
+    deadline = time.monotonic() + 20
+    while not target.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert target.read_text() == (f"path,label\n{tiles[0]['file']},123\n{tiles[1]['file']},{tiles[1]['text']}\n"
+                                  f"{tiles[2]['file']},none\n")
+    assert script_errors(browser) == []
