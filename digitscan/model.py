@@ -19,8 +19,15 @@ from .errors import DigitscanError
 WEIGHTS_NAME = "digitscan.pt"
 
 
+WIDTHS = (16, 32, 64, 64)
+"""Channels of DigitNet's four conv blocks."""
+HIDDEN = 128
+"""Units of its hidden dense layer."""
+
+
 class DigitNet(nn.Module):
-    """A small CNN: conv blocks of 16, 32, 64 and 64 channels, then a 128-unit head; ~136k parameters.
+    """A small CNN: conv blocks of WIDTHS channels (5 x 5, then 3 x 3; pooled to 14, 7 and 3 pixels),
+    then a HIDDEN-unit head.
 
     Input: N x 1 x 28 x 28, normalised as in preprocess.py. Output: N x 10 scores, divided by the
     `temperature` that `fit` calibrates (calibration.py), so that their softmax is an honest confidence.
@@ -33,10 +40,11 @@ class DigitNet(nn.Module):
             layers = [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
             return layers + [nn.MaxPool2d(2)] if pool else layers
 
-        self.features = nn.Sequential(*block(1, 16, 5), *block(16, 32, 3), *block(32, 64, 3, pool=False),
-                                      *block(64, 64, 3))
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(64 * 3 * 3, 128), nn.ReLU(inplace=True),
-                                        nn.Dropout(0.3), nn.Linear(128, 10))
+        c1, c2, c3, c4 = WIDTHS
+        self.features = nn.Sequential(*block(1, c1, 5), *block(c1, c2, 3), *block(c2, c3, 3, pool=False),
+                                      *block(c3, c4, 3))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c4 * 3 * 3, HIDDEN), nn.ReLU(inplace=True),
+                                        nn.Dropout(0.3), nn.Linear(HIDDEN, 10))
         self.register_buffer("temperature", torch.ones(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
