@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .preprocess import FAINT_INK, FRAME, LINE_SHARE, Grey, Invert, frame, ink_batch, normalise
+from .preprocess import FAINT_INK, FRAME, LINE_SHARE, Grey, Invert, connected_pieces, frame, ink_batch, normalise
 
 FIELD_SIDE = 64
 """A field is decoded with its shorter side (its height) reduced to about this many pixels."""
@@ -256,16 +256,10 @@ def _label(on: torch.Tensor) -> torch.Tensor:
     rows: each true point gets its piece's number (1, 2, ...; not consecutive), others 0."""
     height, width = on.shape
     step = max(1, math.ceil(height / LABEL_ROWS))
-    grid = F.max_pool2d(on.float()[None, None], step, ceil_mode=True) if step > 1 else on.float()[None, None]
-    gh, gw = grid.shape[-2:]
-    labels = torch.arange(1, gh * gw + 1, dtype=torch.float32).view(1, 1, gh, gw) * grid
-    for i in range(gh * gw):
-        grown = F.max_pool2d(labels, 3, stride=1, padding=1) * grid
-        if i % 8 == 7 and torch.equal(grown, labels):
-            break
-        labels = grown
-    full = labels[0, 0].repeat_interleave(step, dim=0).repeat_interleave(step, dim=1)[:height, :width]
-    return full.long() * on
+    grid = F.max_pool2d(on.float()[None, None], step, ceil_mode=True)[0] if step > 1 else on.float()[None]
+    labels = connected_pieces(grid > 0)[0]
+    full = labels.repeat_interleave(step, dim=0).repeat_interleave(step, dim=1)[:height, :width]
+    return full * on
 
 
 def _pieces(ink: torch.Tensor, labels: torch.Tensor, groups: list[frozenset[int]]) -> list[Piece]:

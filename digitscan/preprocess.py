@@ -368,18 +368,24 @@ def _paper_tone(light: torch.Tensor, unsure: torch.Tensor, dark_fit: torch.Tenso
 
 def _pieces(mask: torch.Tensor, inside: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
     """How many connected pieces of each image's masked grid points hold at least PIECE_SHARE of its points."""
-    n, gh, gw = grid
-    on = (mask & inside).view(grid)
-    ids = torch.where(on, torch.arange(1, gh * gw + 1, dtype=torch.float32).view(1, gh, gw), 0.0).unsqueeze(1)
-    for _ in range(gh * gw):
-        grown = F.max_pool2d(ids, 3, stride=1, padding=1) * on.unsqueeze(1)
-        if torch.equal(grown, ids):
-            break
-        ids = grown
-    flat = ids.view(n, -1).long()
-    size = torch.zeros(n, gh * gw + 1).scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float32))
+    flat = connected_pieces((mask & inside).view(grid)).flatten(1)
+    size = torch.zeros(grid[0], flat.shape[1] + 1).scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float32))
     size[:, 0] = 0
     return (size >= PIECE_SHARE * inside.sum(dim=1, keepdim=True)).sum(dim=1)
+
+
+def connected_pieces(on: torch.Tensor) -> torch.Tensor:
+    """Connected pieces (8-connected) of N x H x W boolean maps: each true point gets its piece's number
+    (1 to H x W; not consecutive), others 0."""
+    _, height, width = on.shape
+    mask = on.unsqueeze(1).float()
+    ids = torch.arange(1, height * width + 1, dtype=torch.float32).view(1, 1, height, width) * mask
+    for i in range(height * width):
+        grown = F.max_pool2d(ids, 3, stride=1, padding=1) * mask
+        if i % 8 == 7 and torch.equal(grown, ids):
+            break
+        ids = grown
+    return ids[:, 0].long()
 
 
 def _fit_paper(design: torch.Tensor, v: torch.Tensor, keep: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
