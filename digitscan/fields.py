@@ -46,7 +46,7 @@ MAX_SPLIT = 4
 """A piece is cut into at most this many digits (in rounds of cuts in two)..."""
 CUT_FROM = 0.15
 """...each cut at least this share of the piece's width from its ends..."""
-CUT_TRIES = 12
+CUT_TRIES = 6
 """...the judge trying about this many places for it."""
 JOIN_WIDTH = 1.3
 """Neighbouring pieces may be one digit drawn in several strokes when together they are at most this
