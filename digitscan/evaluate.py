@@ -13,7 +13,7 @@ from .devices import pick_device
 from .model import load_archive
 from .preprocess import normalise
 from .scorer import Scorer
-from .trainingdata import labelled_files, load_mnist, read_fields, unread_field
+from .trainingdata import labelled_fields, labelled_files, load_mnist
 
 
 @dataclass
@@ -106,11 +106,11 @@ def evaluate_labelled(source: Path, weights: Path | None = None, device: str = "
                 unread += 1
             else:
                 count(truth[result.path], result.digit, result.confidence)
-    for _, label, result in read_fields([f for f in files if len(f[1]) > 1], weights, device):
-        if unread_field(result, label) is not None or result.digits is None:
+    for _, label, read in labelled_fields([f for f in files if len(f[1]) > 1], weights, device):
+        if isinstance(read, str):
             unread += len(label)
             continue
-        for true, reading in zip(label, result.digits, strict=True):
+        for true, reading in zip(label, read, strict=True):
             count(int(true), reading.digit, reading.confidence)
     return Evaluation(str(source), confusion, unread, torch.tensor(confidence), torch.tensor(correct, dtype=torch.bool),
                       unit="images" if len(truth) == len(files) else "digits")

@@ -163,8 +163,8 @@ class Scorer:
 
     @torch.inference_mode()
     def _field_results(self, batch: Batch, sources: Sequence[str | Image.Image]) -> list[Result]:
-        read = dict(zip(batch.ok, read_fields(batch.greys, self.invert, self.digits, self._probabilities,
-                                                      self.keep_frames), strict=True))
+        fields = read_fields(batch.greys, self.invert, self.digits, self._probabilities, self.keep_frames)
+        read = dict(zip(batch.ok, fields, strict=True))
         results = []
         for pos, item in enumerate(batch.items):
             name = _name(sources[item.index], item.index)

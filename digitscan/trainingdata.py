@@ -16,7 +16,7 @@ import torch
 from .errors import DigitscanError
 
 if TYPE_CHECKING:
-    from .scorer import Result
+    from .scorer import Reading
 
 
 class DataUnavailable(DigitscanError):
@@ -101,26 +101,23 @@ def _labels_from_csv(path: Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def read_fields(fields: list[tuple[str, str]], weights: Path | None,
-                device: str = "cpu") -> Iterator[tuple[str, str, Result]]:
-    """(path, label, result) for each labelled field, cut into as many digits as its label has
-    (`run --digits`), each digit's frame kept."""
+def labelled_fields(fields: list[tuple[str, str]], weights: Path | None,
+                    device: str = "cpu") -> Iterator[tuple[str, str, list[Reading] | str]]:
+    """(path, label, its digits' readings, frames kept) for each labelled field, cut into as many digits
+    as its label has (`run --digits`); in place of the readings, why the field gives none."""
     from .scorer import Scorer
 
     for length in sorted({len(label) for _, label in fields}):
         group = [(path, label) for path, label in fields if len(label) == length]
         scorer = Scorer(weights, device, workers=0, digits=length, keep_frames=True)
         results = (r for batch in scorer.score([path for path, _ in group]) for r in batch)
-        yield from ((path, label, r) for (path, label), r in zip(group, results, strict=True))
-
-
-def unread_field(result: Result, label: str) -> str | None:
-    """Why a labelled field gave no digit to learn from or score, if it did not."""
-    if result.digits is None:
-        return result.error or "blank (no ink found)"
-    if len(result.digits) != len(label):
-        return f"cut into {len(result.digits)} digits, not the {len(label)} of its label"
-    return None
+        for (path, label), result in zip(group, results, strict=True):
+            if result.digits is None:
+                yield path, label, result.error or "blank (no ink found)"
+            elif len(result.digits) != length:
+                yield path, label, f"cut into {len(result.digits)} digits, not the {length} of its label"
+            else:
+                yield path, label, result.digits
 
 
 def load_labelled(source: Path, weights: Path | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -141,12 +138,11 @@ def load_labelled(source: Path, weights: Path | None = None) -> tuple[torch.Tens
             continue
         images.append(torch.from_numpy(to_uint8(item.pixels)))
         labels.append(int(label))
-    for path, label, result in read_fields([f for f in files if len(f[1]) > 1], weights):
-        problem = unread_field(result, label)
-        if problem is not None or result.digits is None:
-            skipped.append(f"{path}: {problem}")
+    for path, label, read in labelled_fields([f for f in files if len(f[1]) > 1], weights):
+        if isinstance(read, str):
+            skipped.append(f"{path}: {read}")
             continue
-        images += [torch.from_numpy(r.frame) for r in result.digits if r.frame is not None]
+        images += [torch.from_numpy(r.frame) for r in read if r.frame is not None]
         labels += [int(d) for d in label]
     if not images:
         raise DataUnavailable(f"{source}: no readable labelled images")
