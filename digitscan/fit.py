@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from .atomic import replacing
@@ -31,6 +32,10 @@ from .trainingdata import load_labelled, load_mnist
 
 HOLDOUT = 5000
 """The last images of MNIST's training split, never trained on; any choice is made on them, not on test."""
+
+AVERAGE_SPAN = 0.3
+"""The weights fit reports and writes are an exponential moving average of the trained ones over about
+this share of its steps (the last ones weigh most): steadier than the last step's weights."""
 
 LABELLED_SHARE = 0.3
 """--labeled scans are repeated until they number about this share of the MNIST digits of an epoch
@@ -177,6 +182,10 @@ def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: tor
     epoch, step, history = 0, 0, []
     if state is not None:
         _load_weights(net, state["model"], cfg.resume)
+    decay = 1 - 1 / max(1.0, AVERAGE_SPAN * cfg.epochs * steps)
+    average = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    if state is not None:
+        average.load_state_dict(state["average"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         epoch, step, history = state["epoch"], state["step"], state["history"]
@@ -187,7 +196,8 @@ def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: tor
     def save(at_epoch: int, at_step: int) -> None:
         if ranks.main:
             _save_checkpoint(cfg.checkpoint_path, {
-                "model": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "model": net.state_dict(), "average": average.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
                 "epoch": at_epoch, "step": at_step, "history": history, "rng": torch.get_rng_state(),
                 "config": cfg.record()})
 
@@ -197,8 +207,8 @@ def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: tor
             tick = time.perf_counter()
             order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
             order = order[ranks.rank * shard:(ranks.rank + 1) * shard]
-            done = _train_one_epoch(model, optimizer, schedule, data, order, (epoch, step, steps), cfg, device,
-                                    stop, ranks.main, on_step)
+            done = _train_one_epoch((model, average), optimizer, schedule, data, order, (epoch, step, steps), cfg,
+                                    device, stop, ranks.main, on_step)
             if done.stopped_at is not None:
                 save(epoch, done.stopped_at)
                 log(f"interrupted: saved epoch {epoch + 1} step {done.stopped_at}/{steps} to {cfg.checkpoint_path}; "
@@ -206,8 +216,8 @@ def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: tor
                 return FitResult(None, history, cfg.checkpoint_path, interrupted=True, main=ranks.main)
             history.append({"epoch": epoch + 1, "loss": done.loss_sum / max(done.seen, 1),
                             "train_acc": done.correct / max(done.seen, 1),
-                            "holdout_acc": accuracy(net, data.val_x, data.val_y, device),
-                            "test_acc": accuracy(net, data.test_x, data.test_y, device),
+                            "holdout_acc": accuracy(average.module, data.val_x, data.val_y, device),
+                            "test_acc": accuracy(average.module, data.test_x, data.test_y, device),
                             "seconds": time.perf_counter() - tick})
             epoch, step = epoch + 1, 0
             save(epoch, 0)
@@ -217,6 +227,7 @@ def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: tor
 
     if not ranks.main:
         return FitResult(None, history, cfg.checkpoint_path, interrupted=False, main=False)
+    net.load_state_dict(average.module.state_dict())
     calibration = _calibrate(net, data, cfg, device, log)
     card = save_archive(net, cfg.out, _card(cfg, net, history, device, ranks, shard * ranks.world, started)
                         | {"calibration": calibration})
@@ -238,11 +249,13 @@ def _load_data(cfg: FitConfig, device: torch.device, log: Callable[[str], None])
     return _Data(train_x.to(device), train_y.to(device), images[-HOLDOUT:], labels[-HOLDOUT:], test_x, test_y)
 
 
-def _train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def _train_one_epoch(models: tuple[torch.nn.Module, AveragedModel], optimizer: torch.optim.Optimizer,
                      schedule: torch.optim.lr_scheduler.LRScheduler, data: _Data, order: torch.Tensor,
                      at: tuple[int, int, int], cfg: FitConfig, device: torch.device, stop: StopRequest,
                      main: bool, on_step: Callable[[int, int], None] | None) -> _Epoch:
-    """Steps `at` = (epoch, first step, steps) of one pass over `order`, until its end or Ctrl-C."""
+    """Steps `at` = (epoch, first step, steps) of one pass over `order`, until its end or Ctrl-C; `models`
+    are the model trained and the average of its weights, updated after each step."""
+    model, average = models
     epoch, first, steps = at
     model.train()
     done = _Epoch()
@@ -258,6 +271,7 @@ def _train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         loss.backward()
         optimizer.step()
         schedule.step()
+        average.update_parameters(model)
         done.seen += len(y)
         done.correct += int((scores.argmax(1) == y).sum())
         done.loss_sum += loss.item() * len(y)
@@ -328,7 +342,7 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 CHECKPOINT_ENTRIES: dict[str, type | tuple[type, ...]] = {
-    "model": dict, "optimizer": dict, "schedule": dict, "epoch": int, "step": int, "history": list,
+    "model": dict, "average": dict, "optimizer": dict, "schedule": dict, "epoch": int, "step": int, "history": list,
     "rng": torch.Tensor, "config": dict}
 """What a checkpoint holds, and of what type: anything else is refused in one line."""
 

@@ -83,6 +83,22 @@ def test_interrupted_fit_resumes_to_the_same_weights(mnist_root, tmp_path):
     assert straight.history[-1]["test_acc"] == pytest.approx(resumed.history[-1]["test_acc"], abs=2e-3)
 
 
+def test_fit_writes_the_moving_average_of_the_weights_it_trained(mnist_root, tmp_path):
+    """The archive holds the average kept in the checkpoint (updated after every step), not the last step's."""
+    cfg = FitConfig(data=mnist_root, out=tmp_path / "w.pt", epochs=2, batch_size=128, limit=640, scratch=True,
+                    seed=7, calibrate=0)
+    fit(cfg, log=lambda _: None)
+    state = torch.load(cfg.checkpoint_path, weights_only=True)
+    assert int(state["average"]["n_averaged"]) == 2 * 640 // 128
+    average = {k.removeprefix("module."): v for k, v in state["average"].items() if k.startswith("module.")}
+    archive = torch.jit.load(str(cfg.out)).state_dict()
+    assert archive.keys() == average.keys()
+    for key in archive:
+        torch.testing.assert_close(archive[key], average[key])
+    trained = [key for key in archive if key.endswith("weight")]
+    assert all(not torch.allclose(archive[key], state["model"][key]) for key in trained)
+
+
 def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(tmp_path, monkeypatch):
     path = tmp_path / "c.ckpt"
     fit_module._save_checkpoint(path, {"epoch": 1, "weights": torch.ones(3)})
