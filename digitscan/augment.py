@@ -19,7 +19,10 @@ from . import strokes
 from .preprocess import FRAME
 
 CONTINENTAL = 0.5
-"""Share of the 1s, 7s and 9s given a continental stroke: a flag (sometimes a foot), a bar, a curled tail."""
+"""Share of the 1s, 7s and 9s given a continental stroke: a flag (sometimes a foot), a bar (sometimes
+a foot to the right, a Z with a bar), a curled tail."""
+FOOTED_SEVEN = 0.3
+"""Share of those 7s also given a foot to the right: a Z with a bar (read as 2 if never seen)."""
 OPEN_FOUR = 0.4
 """Share of the 4s whose right stem is cut at the bar (an open-topped 4)."""
 DRAWN = 0.4
@@ -69,8 +72,9 @@ def drawn(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def continental(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Draw continental forms onto some digits, strokes as wide as the digit's own: a flag down to the
-    left from the top of a 1 (and sometimes a foot), a bar across the stem of a 7, a tail curling
-    left and up from the foot of a 9; and cut the right stem of a 4 above its bar."""
+    left from the top of a 1 (and sometimes a foot), a bar across the stem of a 7 (and sometimes a foot
+    to the right), a tail curling left and up from the foot of a 9; and cut the right stem of a 4 above
+    its bar."""
     n, device = x.shape[0], x.device
     u = functools.partial(_uniform, n, device)
     ink = x[:, 0]
@@ -89,13 +93,15 @@ def continental(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     ones, sevens, nines = (labels == 1) & chosen, (labels == 7) & chosen, (labels == 9) & chosen
     head, foot = centre(top + 1.0), centre(bottom - 1.0)
     bar = top + height * u(0.4, 0.6)
-    bar_at, bar_half, tilt = centre(bar), height * u(0.15, 0.3), height * u(-0.06, 0.06)
+    bar_at, bar_half, tilt = centre(bar), height * u(0.15, 0.4), height * u(-0.06, 0.06)
     foot_half, tail, curl = height * u(0.15, 0.3), height * u(0.2, 0.5), u(0.0, 0.7)
     low = bottom.float()
     marks = [  # (from y, from x, to y, to x, on which digits)
         (top.float(), head, top + height * u(0.15, 0.8), head - height * u(0.15, 0.5), ones),
         (low, foot - foot_half, low, foot + foot_half, ones & (torch.rand(n, device=device) < 0.3)),
         (bar + tilt, bar_at - bar_half, bar - tilt, bar_at + bar_half, sevens),
+        (low, foot, low - height * u(0.0, 0.1), foot + 2 * foot_half,
+         sevens & (torch.rand(n, device=device) < FOOTED_SEVEN)),
         (low, foot, low, foot - tail * curl, nines),
         (low, foot - tail * curl, low - height * u(0.05, 0.4), foot - tail, nines),
     ]

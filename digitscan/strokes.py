@@ -18,12 +18,17 @@ from .preprocess import BOX, FRAME
 
 SAMPLES = 24
 """Points along each stroke."""
+CURLED = 0.3
+"""Share of the 9s whose tail sweeps on and curls back up towards the loop (read as 8 if never seen)."""
+SHORT_STEM = 0.3
+"""Share of the 4s whose stem stops a little below the bar, as if the 4 were a u with a tall left arm."""
 
 
 def nines(n: int, device: torch.device) -> torch.Tensor:
     """n 9s: a small loop on top whose tail runs down, bulging right, and sweeps left along the bottom
-    like the lower half of a 3, or leaves the loop's lower left straight down to the left (a 9 like a
-    rho); some are led into the loop by a stroke from the left. N x 28 x 28 in [0, 1]."""
+    like the lower half of a 3 (some curling back up towards the loop), or leaves the loop's lower left
+    straight down to the left (a 9 like a rho); some are led into the loop by a stroke from the left.
+    N x 28 x 28 in [0, 1]."""
     u = functools.partial(_uniform, n, device)
     # A unit box: y from 0 (top) to 1 (bottom), x from 0 to 1; _place fits the result into the frame.
     loop_h, loop_w = u(0.25, 0.45), u(0.35, 0.7)
@@ -37,7 +42,8 @@ def nines(n: int, device: torch.device) -> torch.Tensor:
     loop = torch.stack([cy.view(n, 1) - loop_h.view(n, 1) / 2 * angle.sin(),
                         cx.view(n, 1) + loop_w.view(n, 1) / 2 * angle.cos()], dim=2)
     join = loop[:, -1]
-    rise = torch.where(straight, 0.0, u(0.0, 0.15))
+    curled = torch.rand(n, device=device) < CURLED
+    rise = torch.where(straight, 0.0, torch.where(curled, u(0.15, 0.45), u(0.0, 0.15)))
     end = torch.stack([1 - rise, torch.where(straight, u(0.0, 0.5), u(-0.2, 0.3))], 1)
     bowl = torch.stack([
         torch.stack([join[:, 0] + (1 - join[:, 0]) * u(0.2, 0.6), torch.maximum(join[:, 1], cx) + u(0.0, 0.5)], 1),
@@ -55,9 +61,10 @@ def nines(n: int, device: torch.device) -> torch.Tensor:
 def fours(n: int, device: torch.device) -> torch.Tensor:
     """n 4s open at the top: a first stroke down to the left that turns (sharply, or round like a U)
     into a bar rising to the right; then, half the time without lifting the pen, a stem down from the
-    bar's end, else a stem that crosses the bar from higher up. N x 28 x 28 in [0, 1]."""
+    bar's end, else a stem that crosses the bar from higher up; some stems stop just below the bar.
+    N x 28 x 28 in [0, 1]."""
     u = functools.partial(_uniform, n, device)
-    bar = u(0.55, 0.85)
+    bar = u(0.55, 0.9)
     head = torch.stack([u(0.0, 0.1), u(0.3, 0.8)], 1)
     corner = torch.stack([bar + u(-0.05, 0.05), u(-0.05, 0.2)], 1)
     reach = torch.stack([bar - u(0.0, 0.2), u(0.75, 1.05)], 1)
@@ -69,7 +76,9 @@ def fours(n: int, device: torch.device) -> torch.Tensor:
     crossing = (torch.rand(n, device=device) < 0.5).view(n, 1)
     stem_x = reach[:, 1] - torch.where(crossing.flatten(), u(0.1, 0.3), u(0.0, 0.1))
     stem_top = torch.where(crossing, torch.stack([bar * u(0.0, 0.7), stem_x], 1), reach)
-    stem = _line(stem_top, torch.stack([torch.ones(n, device=device), stem_x - u(-0.05, 0.15)], 1))
+    short = torch.rand(n, device=device) < SHORT_STEM
+    stem_end = torch.where(short, bar + u(0.1, 0.25), torch.ones(n, device=device))
+    stem = _line(stem_top, torch.stack([stem_end, stem_x - u(-0.05, 0.15)], 1))
     return _place([_bezier(down), _bezier(across), _bezier(stem)], n, device)
 
 

@@ -14,6 +14,7 @@ import torch
 
 from digitscan import augment as augment_module
 from digitscan import fit as fit_module
+from digitscan import strokes
 from digitscan.cli import main
 from digitscan.fit import FitConfig, fit
 from digitscan.synth import STYLES
@@ -325,3 +326,35 @@ def test_elastic_distortion_bends_a_share_of_the_digits_within_its_limit(monkeyp
     assert pixels.mean(dim=(1, 2)).abs().max() < 1e-4
     monkeypatch.setattr(augment_module, "ELASTIC", 0.0)
     assert not augment_module._elastic(x).any()
+
+
+def test_the_rarer_continental_forms_are_drawn_where_their_shares_say(monkeypatch):
+    """A barred 7 may get a foot to the right (new ink along its bottom, right of its foot), a drawn 9's
+    tail may curl back up towards the loop (more ink on the left below the loop), a drawn 4's stem may stop just
+    below the bar (which then lies lower in the frame). Each share at 1 against 0, the same random draws."""
+    def draw(make):
+        torch.manual_seed(0)
+        return make()
+
+    sevens = torch.zeros(50, 1, 28, 28)
+    sevens[:, 0, 4:6, 8:20] = 1.0  # a 7: a top bar and a stem down to the left
+    for row in range(6, 24):
+        sevens[:, 0, row, 19 - (row - 6) // 2:21 - (row - 6) // 2] = 1.0
+    monkeypatch.setattr(augment_module, "CONTINENTAL", 1.0)
+    feet = []
+    for share in (0.0, 1.0):
+        monkeypatch.setattr(augment_module, "FOOTED_SEVEN", share)
+        out = draw(lambda: augment_module.continental(sevens, torch.full((50,), 7)))
+        feet.append(float(out[:, 0, 21:24, 16:].sum()))
+    assert feet[0] == 0.0 and feet[1] > 50 * 2.0
+
+    low_left, bar_rows = [], []
+    for share in (0.0, 1.0):
+        monkeypatch.setattr(strokes, "CURLED", share)
+        monkeypatch.setattr(strokes, "SHORT_STEM", share)
+        nines = draw(lambda: strokes.nines(400, torch.device("cpu")))
+        low_left.append(float(nines[:, 14:19, :12].sum()))
+        fours = draw(lambda: strokes.fours(400, torch.device("cpu")))
+        bar_rows.append(float((fours > 0.5).sum(dim=2).argmax(dim=1).float().mean()))
+    assert low_left[1] > 1.5 * low_left[0]
+    assert bar_rows[1] > bar_rows[0] + 1.0
