@@ -151,13 +151,19 @@ def _canvases(greys: Sequence[Grey]) -> Iterator[tuple[list[int], torch.Tensor, 
     """The images padded into canvases of similar sizes: (their indices, canvas, heights, widths)."""
     groups: dict[tuple[int, int], list[int]] = {}
     for i, g in enumerate(greys):
-        groups.setdefault((-(-g.shape[0] // GROUP), -(-g.shape[1] // GROUP)), []).append(i)
+        groups.setdefault((_grouped(g.shape[0]), _grouped(g.shape[1])), []).append(i)
     for members in groups.values():
         area = max(greys[i].shape[0] for i in members) * max(greys[i].shape[1] for i in members)
         step = max(1, CANVAS_PIXELS // area)
         for start in range(0, len(members), step):
             chunk = members[start:start + step]
             yield chunk, *_pad([greys[i] for i in chunk])
+
+
+def _grouped(side: int) -> int:
+    """A side rounded up to a multiple of GROUP: images of one canvas share it, so what is measured on a
+    grid sized by it (the paper fit's, the clutter's) is the same whichever images share the canvas."""
+    return -(-side // GROUP) * GROUP
 
 
 def _pad(greys: Sequence[Grey]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -241,7 +247,7 @@ def _fit_paper_level(x: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
     It runs on a grid of about FIT_POINTS pixels.
     """
     n, height, width = x.shape
-    step = max(1, round(math.sqrt(height * width / FIT_POINTS)))
+    step = max(1, round(math.sqrt(_grouped(height) * _grouped(width) / FIT_POINTS)))
     iy = torch.arange(0, height, step).view(1, -1, 1)
     ix = torch.arange(0, width, step).view(1, 1, -1)
     values = x[:, ::step, ::step].reshape(n, -1)
@@ -473,7 +479,7 @@ def _drop_border_clutter(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) ->
     border lies on the edge.
     """
     n, height, width = ink.shape
-    step = max(1, math.ceil(max(height, width) / CLUTTER_GRID))
+    step = max(1, math.ceil(max(_grouped(height), _grouped(width)) / CLUTTER_GRID))
     on = (F.max_pool2d(ink.unsqueeze(1), step, ceil_mode=True)[:, 0] if step > 1 else ink) > FAINT_INK / 2
     gh, gw = (-(-h // step)).view(n, 1, 1), (-(-w // step)).view(n, 1, 1)
     # The strips along each image's four edges (the canvas is padded: the far edges vary).

@@ -339,3 +339,20 @@ def test_the_box_is_the_digits_place_in_the_image():
     assert abs(left - 40) <= 3 and abs(top - 30) <= 3 and abs(right - 100) <= 3 and abs(bottom - 120) <= 3
     assert got.extent == bottom - top + 1
     assert prepare(np.full((50, 50), 0.9, dtype=np.float32)).box == (0, 0, 0, 0)
+
+
+def test_a_photo_is_prepared_alike_alone_and_beside_a_slightly_larger_one():
+    """Two photos whose sizes round to one canvas (267 and 270 px): the grids the paper and the clutter
+    are measured on are sized by the canvas's group, not by the largest image in it."""
+    from digitscan.preprocess import prepare_batch
+    from digitscan.synth import cluttered_photo
+
+    rng = np.random.default_rng(3)
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    digit[6:22, 12:16] = 255  # a 1
+    photos = [grey(cluttered_photo(digit, rng).resize((side, side))) for side in (267, 270)]
+    batch = prepare_batch(photos)
+    for k, photo in enumerate(photos):
+        alone = prepare(photo)
+        assert batch[k].box == alone.box and batch[k].inverted == alone.inverted
+        np.testing.assert_allclose(batch[k].pixels, alone.pixels, atol=1e-3)  # float sums in another order
