@@ -176,6 +176,16 @@ def script_errors(driver) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
+def downloaded(target: Path, seconds: float = 20) -> str:
+    """The text of a file the browser downloads, once it is there and written (Chromium may show it
+    empty for a moment)."""
+    deadline = time.monotonic() + seconds
+    while not (target.exists() and target.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert target.exists(), "the button downloaded nothing"
+    return target.read_text()
+
+
 def test_page_in_a_browser_typing_digits_downloads_the_corrections(runner, scans, tmp_path, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -205,13 +215,8 @@ def test_page_in_a_browser_typing_digits_downloads_the_corrections(runner, scans
     assert button.text == "Download corrections.csv (3)"
     button.click()
 
-    target = tmp_path / "downloads" / "corrections.csv"
-    deadline = time.monotonic() + 20
-    while not target.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert target.exists(), "the button downloaded nothing"
     expected = f"path,label\n{tiles[0]['file']},3\n{tiles[1]['file']},none\n{tiles[3]['file']},{tiles[3]['digit']}\n"
-    assert target.read_text() == expected
+    assert downloaded(tmp_path / "downloads" / "corrections.csv") == expected
     assert script_errors(browser) == []
 
 
@@ -260,11 +265,7 @@ def test_field_page_in_a_browser_typing_a_fields_digits_downloads_them(runner, t
     browser.switch_to.active_element.send_keys("x")         # tile 2: no digits
     assert "no digits" in shown[2].text
     browser.find_element(By.ID, "download").click()
-
-    target = tmp_path / "downloads" / "corrections.csv"
-    deadline = time.monotonic() + 20
-    while not target.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert target.read_text() == (f"path,label\n{tiles[0]['file']},123\n{tiles[1]['file']},{tiles[1]['text']}\n"
-                                  f"{tiles[2]['file']},none\n")
+    expected = (f"path,label\n{tiles[0]['file']},123\n{tiles[1]['file']},{tiles[1]['text']}\n"
+                f"{tiles[2]['file']},none\n")
+    assert downloaded(tmp_path / "downloads" / "corrections.csv") == expected
     assert script_errors(browser) == []
