@@ -69,6 +69,8 @@ CLUTTER_FULL = 0.9
 """...and spans at least this share of an edge within that band."""
 CLUTTER_GAP = 0.08
 """...and other ink lies further than this share of the grid away from it."""
+PIECE_REACH = 0.25
+"""In a cluttered photo, ink within this share of the digit's size of the piece taken for it is the digit's too."""
 GROUP = 16
 """Images whose sides round up to the same multiple of this share a canvas..."""
 CANVAS_PIXELS = 1 << 23
@@ -473,14 +475,15 @@ def _drop_border_clutter(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) ->
     """Erase ink that runs along an edge of the image, and the ink connected to it, when other ink
     lies well away from it: a floor, a page's edge or a table around a small digit in a photo. A digit
     touching the border touches it briefly; a tight crop's digit has nothing far from it; images
-    under 40 px are left alone.
+    under 40 px are left alone. What the clutter leaves is cut down to the digit (`_middle_piece`).
 
     Works on a grid of at most CLUTTER_GRID points a side; ink within CLUTTER_EDGE points of the
     border lies on the edge.
     """
     n, height, width = ink.shape
     step = max(1, math.ceil(max(_grouped(height), _grouped(width)) / CLUTTER_GRID))
-    on = (F.max_pool2d(ink.unsqueeze(1), step, ceil_mode=True)[:, 0] if step > 1 else ink) > FAINT_INK / 2
+    pooled = F.max_pool2d(ink.unsqueeze(1), step, ceil_mode=True)[:, 0] if step > 1 else ink
+    on = pooled > FAINT_INK / 2
     gh, gw = (-(-h // step)).view(n, 1, 1), (-(-w // step)).view(n, 1, 1)
     # The strips along each image's four edges (the canvas is padded: the far edges vary).
     strip = torch.arange(CLUTTER_EDGE)
@@ -510,10 +513,46 @@ def _drop_border_clutter(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) ->
     band = _clutter_bands(reached[:, 0] > 0, gh[k], gw[k])
     far &= (along[k].amax(dim=1) >= CLUTTER_SPAN) | band.flatten(1).any(dim=1)
     erased = torch.maximum(reached[:, 0], band.float())
+    if bool(far.any()):
+        f = torch.nonzero(far).flatten()
+        left = pooled[k[f]] * (erased[f] == 0)
+        erased[f] = torch.maximum(erased[f], (~_middle_piece(left, gh[k[f]], gw[k[f]])).float())
     cleaned = ink[k] * (1.0 - F.interpolate(erased.unsqueeze(1), scale_factor=step)[:, 0, :height, :width])
     ink = ink.clone()
     ink[k] = torch.where(far.view(-1, 1, 1), cleaned, ink[k])
     return ink
+
+
+def _middle_piece(ink: torch.Tensor, gh: torch.Tensor, gw: torch.Tensor) -> torch.Tensor:
+    """In a photo whose edges showed clutter, the digit is the strong ink nearest the middle: of the
+    pieces of the ink left (on grids gh x gw; points one apart are one piece), the one with most points
+    of strong ink (over half the image's strongest), weighted by nearness to the middle, and the pieces
+    whose boxes come within PIECE_REACH of its box (a 5's flag). Returns what to keep; the rest is
+    remnants of the clutter (a shadow, a sheet's edge, grout lines)."""
+    n, on = ink.shape[0], ink > FAINT_INK / 2
+    joined = F.max_pool2d(on.unsqueeze(1).float(), 3, stride=1, padding=1)[:, 0] > 0
+    labels = (connected_pieces(joined) * on).flatten(1)
+    iy, ix = torch.arange(on.shape[1]).view(1, -1, 1), torch.arange(on.shape[2]).view(1, 1, -1)
+    ys, xs = iy.expand_as(on).reshape(n, -1), ix.expand_as(on).reshape(n, -1)
+
+    def per_piece(values: torch.Tensor, how: str, empty: float) -> torch.Tensor:
+        out = torch.full((n, labels.shape[1] + 1), empty)
+        return out.scatter_reduce(1, labels, values.float(), how, include_self=how == "sum")
+
+    count = per_piece(torch.ones_like(ys), "sum", 0.0)
+    strong = per_piece(ink.flatten(1) > 0.5, "sum", 0.0)
+    strong[:, 0] = 0
+    cy = per_piece(ys, "sum", 0.0) / count.clamp(min=1) / gh.view(n, 1)
+    cx = per_piece(xs, "sum", 0.0) / count.clamp(min=1) / gw.view(n, 1)
+    nearness = (1 - 2 * torch.maximum((cy - 0.5).abs(), (cx - 0.5).abs())).clamp(min=0)
+    chosen = (strong * nearness ** 2).argmax(dim=1, keepdim=True)
+    top, bottom = per_piece(ys, "amin", 1e9), per_piece(ys, "amax", -1e9)
+    left, right = per_piece(xs, "amin", 1e9), per_piece(xs, "amax", -1e9)
+    at = [side.gather(1, chosen) for side in (top, bottom, left, right)]
+    reach = PIECE_REACH * torch.maximum(at[1] - at[0], at[3] - at[2]) + 1
+    near = (top <= at[1] + reach) & (bottom >= at[0] - reach) & (left <= at[3] + reach) & (right >= at[2] - reach)
+    near[:, 0] = False
+    return near.gather(1, labels).view_as(on)
 
 
 def _clutter_bands(reached: torch.Tensor, gh: torch.Tensor, gw: torch.Tensor) -> torch.Tensor:

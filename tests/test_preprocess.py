@@ -309,6 +309,24 @@ def test_a_tiled_floor_along_the_edges_of_a_photo_is_not_ink(edges):
     assert _overlap(got.pixels * STD + MEAN, want.pixels * STD + MEAN) > 0.9
 
 
+def test_what_a_floor_leaves_on_the_sheet_is_not_taken_for_the_digit():
+    """Beside a floor along the edge of a photo, a dark line on the sheet that does not touch the
+    border (a shadow's or a fold's edge) is erased: the digit is the strong ink nearest the middle."""
+    side, tile, strip = 600, 80, 70
+    at = np.arange(side)
+    floor = np.where((at[:, None] % tile < 4) | (at[None, :] % tile < 4), 60.0, 212.0)
+    sheet = np.full((side, side), 225.0)
+    photo = sheet.copy()
+    photo[:, :strip] = floor[:, :strip]
+    photo[60:540, 110:118] = 40.0
+    digit = np.asarray(draw_digit(size=(80, 90)), dtype=np.float64)
+    for canvas in (photo, sheet):
+        canvas[250:340, 280:360] = np.minimum(canvas[250:340, 280:360], digit)
+    got, want = prepare(photo.astype(np.uint8)), prepare(sheet.astype(np.uint8))
+    assert got.box == want.box
+    assert _overlap(got.pixels * STD + MEAN, want.pixels * STD + MEAN) > 0.9
+
+
 def test_ruled_lines_along_two_edges_leave_a_digit_near_them_whole():
     """A cell cut a little askew, its rules along the left and bottom edges: the floor test must not
     take the left rule, which crosses the bottom's band, for depth of the bottom and erase the digit's
