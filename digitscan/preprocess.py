@@ -493,7 +493,9 @@ def _drop_border_clutter(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) ->
                          on.gather(2, far_cols).any(dim=2).sum(dim=1) / gh.flatten(),
                          on[:, :CLUTTER_EDGE, :].any(dim=1).sum(dim=1) / gw.flatten(),
                          on.gather(1, far_rows).any(dim=1).sum(dim=1) / gw.flatten()], dim=1)
-    applies = (along.amax(dim=1) > 0) & (torch.minimum(h, w) >= 40)
+    # Flooding costs dozens of passes over the grid: only where its result may count (see `far` below).
+    possible = (along.amax(dim=1) >= CLUTTER_SPAN) | (_band_spans(on, gh, gw).amax(dim=1) >= CLUTTER_FULL)
+    applies = (along.amax(dim=1) > 0) & possible & (torch.minimum(h, w) >= 40)
     if not bool(applies.any()):
         return ink
     k = torch.nonzero(applies).flatten()
@@ -502,11 +504,19 @@ def _drop_border_clutter(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) ->
     edge = (ix < CLUTTER_EDGE) | (ix >= gw[k] - CLUTTER_EDGE) | (iy < CLUTTER_EDGE) | (iy >= gh[k] - CLUTTER_EDGE)
     reached = (grid_on & edge.unsqueeze(1)).float()
     grid_on = grid_on.float()
-    for i in range(4 * CLUTTER_GRID):  # flood the ink from the edges
-        grown = F.max_pool2d(reached, 3, stride=1, padding=1) * grid_on
-        if i % 8 == 7 and torch.equal(grown, reached):
-            break
-        reached = grown
+    # Flood the ink from the edges; every 8 steps the grids that stopped growing leave the flood.
+    rows, front, within = torch.arange(len(k)), reached, grid_on
+    for i in range(4 * CLUTTER_GRID):
+        grown = F.max_pool2d(front, 3, stride=1, padding=1) * within
+        if i % 8 == 7:
+            moving = (grown != front).flatten(1).any(dim=1)
+            reached[rows] = grown
+            rows, front, within = rows[moving], grown[moving], within[moving]
+            if not len(rows):
+                break
+        else:
+            front = grown
+    reached[rows] = front
     gap = max(1, round(CLUTTER_GAP * CLUTTER_GRID))
     near = F.max_pool2d(reached, 2 * gap + 1, stride=1, padding=gap)
     far = (grid_on * (1.0 - near)).flatten(1).sum(dim=1) >= 2
@@ -572,15 +582,23 @@ def _clutter_bands(reached: torch.Tensor, gh: torch.Tensor, gw: torch.Tensor) ->
     crosswise = in_band[:, [2, 2, 0, 0]] | in_band[:, [3, 3, 1, 1]]
     core = mine & ~crosswise  # in an edge's band, away from the corners
     meets = (core & (depth < CLUTTER_EDGE)).flatten(2).any(dim=2).sum(dim=1)
-    spans = torch.stack([_span(mine[:, 0].any(dim=2)) / gh.flatten(), _span(mine[:, 1].any(dim=2)) / gh.flatten(),
-                         _span(mine[:, 2].any(dim=1)) / gw.flatten(), _span(mine[:, 3].any(dim=1)) / gw.flatten()],
-                        dim=1)
-    floor = (spans >= CLUTTER_FULL) & (stays & (meets <= 2)).view(-1, 1)
+    floor = (_band_spans(reached, gh, gw) >= CLUTTER_FULL) & (stays & (meets <= 2)).view(-1, 1)
     # How deep the floor goes: measured away from the corners, where a line along the next edge would
     # pass for depth; in the corners only when the flood reached nothing else (a broken grid line).
     deepest = torch.where(core, depth, -1).flatten(2).amax(dim=2)
     reach = torch.where(deepest >= 0, deepest, torch.where(mine, depth, -1).flatten(2).amax(dim=2))
     return ((depth <= reach.view(*reach.shape, 1, 1)) & floor.view(*floor.shape, 1, 1)).any(dim=1)
+
+
+def _band_spans(mask: torch.Tensor, gh: torch.Tensor, gw: torch.Tensor) -> torch.Tensor:
+    """N x 4: for each edge (left, right, top, bottom) of grids gh x gw, the share of its length spanned
+    by the mask's points within CLUTTER_BAND of it."""
+    iy, ix = torch.arange(mask.shape[1]).view(1, -1, 1), torch.arange(mask.shape[2]).view(1, 1, -1)
+    across, down = CLUTTER_BAND * gw, CLUTTER_BAND * gh
+    return torch.stack([_span((mask & (ix < across)).any(dim=2)) / gh.flatten(),
+                        _span((mask & (gw - 1 - ix < across)).any(dim=2)) / gh.flatten(),
+                        _span((mask & (iy < down)).any(dim=1)) / gw.flatten(),
+                        _span((mask & (gh - 1 - iy < down)).any(dim=1)) / gw.flatten()], dim=1)
 
 
 def _span(on: torch.Tensor) -> torch.Tensor:
