@@ -11,7 +11,7 @@ from conftest import draw_digit, grey
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from digitscan.decode import load_grey
-from digitscan.preprocess import MEAN, STD, _median, prepare
+from digitscan.preprocess import MEAN, STD, Prepared, _median, prepare
 
 
 def pixels01(img_or_array) -> np.ndarray:
@@ -289,10 +289,9 @@ def test_the_cpus_median_is_torchs_nanmedian():
     assert torch.equal(_median(values, mask), expected)
 
 
-@pytest.mark.parametrize("edges", ["left", "left and top"])
-def test_a_tiled_floor_along_the_edges_of_a_photo_is_not_ink(edges):
-    """A sheet photographed on a tiled floor: only the grout lines across the sheet's edge reach the
-    image's border, and the grid behind them is one piece with them; all of it is erased."""
+def photographed_on_a_floor(edges: str, mark: tuple[slice, slice] | None = None) -> tuple[Prepared, Prepared]:
+    """A digit on a sheet photographed on a tiled floor that shows along the left (and top) edge, and
+    the same sheet alone, both prepared. `mark` darkens that region of the sheet in the photo only."""
     side, tile, strip = 600, 80, 70
     at = np.arange(side)
     floor = np.where((at[:, None] % tile < 4) | (at[None, :] % tile < 4), 60.0, 212.0)
@@ -301,10 +300,19 @@ def test_a_tiled_floor_along_the_edges_of_a_photo_is_not_ink(edges):
     photo[:, :strip] = floor[:, :strip]
     if edges == "left and top":
         photo[:strip] = floor[:strip]
+    if mark is not None:
+        photo[mark] = 40.0
     digit = np.asarray(draw_digit(size=(80, 90)), dtype=np.float64)
     for canvas in (photo, sheet):
         canvas[250:340, 280:360] = np.minimum(canvas[250:340, 280:360], digit)
-    got, want = prepare(photo.astype(np.uint8)), prepare(sheet.astype(np.uint8))
+    return prepare(photo.astype(np.uint8)), prepare(sheet.astype(np.uint8))
+
+
+@pytest.mark.parametrize("edges", ["left", "left and top"])
+def test_a_tiled_floor_along_the_edges_of_a_photo_is_not_ink(edges):
+    """A sheet photographed on a tiled floor: only the grout lines across the sheet's edge reach the
+    image's border, and the grid behind them is one piece with them; all of it is erased."""
+    got, want = photographed_on_a_floor(edges)
     assert got.pixels is not None and want.pixels is not None
     assert _overlap(got.pixels * STD + MEAN, want.pixels * STD + MEAN) > 0.9
 
@@ -312,18 +320,8 @@ def test_a_tiled_floor_along_the_edges_of_a_photo_is_not_ink(edges):
 def test_what_a_floor_leaves_on_the_sheet_is_not_taken_for_the_digit():
     """Beside a floor along the edge of a photo, a dark line on the sheet that does not touch the
     border (a shadow's or a fold's edge) is erased: the digit is the strong ink nearest the middle."""
-    side, tile, strip = 600, 80, 70
-    at = np.arange(side)
-    floor = np.where((at[:, None] % tile < 4) | (at[None, :] % tile < 4), 60.0, 212.0)
-    sheet = np.full((side, side), 225.0)
-    photo = sheet.copy()
-    photo[:, :strip] = floor[:, :strip]
-    photo[60:540, 110:118] = 40.0
-    digit = np.asarray(draw_digit(size=(80, 90)), dtype=np.float64)
-    for canvas in (photo, sheet):
-        canvas[250:340, 280:360] = np.minimum(canvas[250:340, 280:360], digit)
-    got, want = prepare(photo.astype(np.uint8)), prepare(sheet.astype(np.uint8))
-    assert got.box == want.box
+    got, want = photographed_on_a_floor("left", mark=(slice(60, 540), slice(110, 118)))
+    assert got.box == want.box and got.pixels is not None and want.pixels is not None
     assert _overlap(got.pixels * STD + MEAN, want.pixels * STD + MEAN) > 0.9
 
 
