@@ -7,8 +7,8 @@ Steps, on greyscale images with values in [0, 1]:
 2. Decide polarity (`ink_is_dark`): the side of the paper level that holds more ink mass above the
    noise wins. Dark ink on light paper is then inverted, so the digit is white on black as in MNIST.
 3. Subtract the noise floor and stretch the contrast, erase ruled lines along the edges (cells cut
-   from forms) and clutter running along an edge (a floor around a photographed sheet), and call the
-   image blank when no ink is left.
+   from forms) and clutter running along an edge (a floor around a photographed sheet, of which only
+   the strong ink nearest the middle is then kept), and call the image blank when no ink is left.
 4. Crop to the ink's bounding box, scale the longer side to 20 px keeping the aspect ratio (the
    antialiased bilinear filter of PIL's resize), and place it in a 28 x 28 frame with its centre of
    mass at the centre.
