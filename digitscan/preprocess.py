@@ -331,7 +331,7 @@ def _depth(mask: torch.Tensor, inside: torch.Tensor, grid: tuple[int, int, int])
     count = (mask & inside).sum(dim=1).clamp(min=1)
     depth = torch.zeros(grid[0])
     for _ in range(DEPTH_STEPS):
-        m = -F.max_pool2d(F.pad(-m, (1, 1, 1, 1), value=-1.0), 3, stride=1)
+        m = 1.0 - spread(1.0 - m)  # erosion; beyond the border counts as ink
         depth += (m.view(grid[0], -1) * inside).sum(dim=1)
     return depth / count
 
@@ -382,6 +382,21 @@ def _pieces(mask: torch.Tensor, inside: torch.Tensor, grid: tuple[int, int, int]
     return (size >= PIECE_SHARE * inside.sum(dim=1, keepdim=True)).sum(dim=1)
 
 
+def spread(x: torch.Tensor, radius: int = 1) -> torch.Tensor:
+    """The maximum within `radius` points (a square) of each point of N x C x H x W values that are not
+    negative, beyond the border counting as 0: `F.max_pool2d(x, 2 * radius + 1, stride=1, padding=radius)`,
+    but as shifted maxima along each axis, ten times faster on a CPU."""
+    width = 2 * radius + 1
+    padded = F.pad(x, (radius, radius, radius, radius))
+    rows = padded[..., :, : x.shape[-1]]
+    for k in range(1, width):
+        rows = torch.maximum(rows, padded[..., :, k:k + x.shape[-1]])
+    out = rows[..., : x.shape[-2], :]
+    for k in range(1, width):
+        out = torch.maximum(out, rows[..., k:k + x.shape[-2], :])
+    return out
+
+
 def connected_pieces(on: torch.Tensor) -> torch.Tensor:
     """Connected pieces (8-connected) of N x H x W boolean maps: each true point gets its piece's number
     (1 to H x W; not consecutive), others 0."""
@@ -389,7 +404,7 @@ def connected_pieces(on: torch.Tensor) -> torch.Tensor:
     mask = on.unsqueeze(1).float()
     ids = torch.arange(1, height * width + 1, dtype=torch.float32).view(1, 1, height, width) * mask
     for i in range(height * width):
-        grown = F.max_pool2d(ids, 3, stride=1, padding=1) * mask
+        grown = spread(ids) * mask
         if i % 8 == 7 and torch.equal(grown, ids):
             break
         ids = grown
@@ -507,7 +522,7 @@ def _drop_border_clutter(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) ->
     # Flood the ink from the edges; every 8 steps the grids that stopped growing leave the flood.
     rows, front, within = torch.arange(len(k)), reached, grid_on
     for i in range(4 * CLUTTER_GRID):
-        grown = F.max_pool2d(front, 3, stride=1, padding=1) * within
+        grown = spread(front) * within
         if i % 8 == 7:
             moving = (grown != front).flatten(1).any(dim=1)
             reached[rows] = grown
@@ -518,7 +533,7 @@ def _drop_border_clutter(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) ->
             front = grown
     reached[rows] = front
     gap = max(1, round(CLUTTER_GAP * CLUTTER_GRID))
-    near = F.max_pool2d(reached, 2 * gap + 1, stride=1, padding=gap)
+    near = spread(reached, gap)
     far = (grid_on * (1.0 - near)).flatten(1).sum(dim=1) >= 2
     band = _clutter_bands(reached[:, 0] > 0, gh[k], gw[k])
     far &= (along[k].amax(dim=1) >= CLUTTER_SPAN) | band.flatten(1).any(dim=1)
@@ -540,7 +555,7 @@ def _middle_piece(ink: torch.Tensor, gh: torch.Tensor, gw: torch.Tensor) -> torc
     whose boxes come within PIECE_REACH of its box (a 5's flag). Returns what to keep; the rest is
     remnants of the clutter (a shadow, a sheet's edge, grout lines)."""
     n, on = ink.shape[0], ink > FAINT_INK / 2
-    joined = F.max_pool2d(on.unsqueeze(1).float(), 3, stride=1, padding=1)[:, 0] > 0
+    joined = spread(on.unsqueeze(1).float())[:, 0] > 0
     labels = (connected_pieces(joined) * on).flatten(1)
     iy, ix = torch.arange(on.shape[1]).view(1, -1, 1), torch.arange(on.shape[2]).view(1, 1, -1)
     ys, xs = iy.expand_as(on).reshape(n, -1), ix.expand_as(on).reshape(n, -1)

@@ -372,3 +372,15 @@ def test_a_photo_is_prepared_alike_alone_and_beside_a_slightly_larger_one():
         alone = prepare(photo)
         assert batch[k].box == alone.box and batch[k].inverted == alone.inverted
         np.testing.assert_allclose(batch[k].pixels, alone.pixels, atol=1e-3)  # float sums in another order
+
+
+@pytest.mark.parametrize("radius", [1, 5])
+def test_spread_is_max_pooling_of_ink(radius):
+    """The shifted-maxima stand-in for a stride-1 max pool (ink, labels: values not below 0) gives its
+    numbers exactly, at the border too."""
+    from digitscan.preprocess import spread
+
+    torch.manual_seed(0)
+    x = torch.rand(5, 1, 31, 44) * (torch.rand(5, 1, 31, 44) > 0.7)
+    pooled = torch.nn.functional.max_pool2d(x, 2 * radius + 1, stride=1, padding=radius)
+    assert torch.equal(spread(x, radius), pooled)
