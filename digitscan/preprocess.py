@@ -397,18 +397,33 @@ def spread(x: torch.Tensor, radius: int = 1) -> torch.Tensor:
     return out
 
 
+def flood(seeds: torch.Tensor, within: torch.Tensor, most: int) -> torch.Tensor:
+    """N x 1 x H x W seed values (not negative) spread over the points of `within` (1, else 0) that they
+    reach 8-connected, the largest winning, for at most `most` steps; every 8 steps the grids that
+    stopped changing leave, so a batch costs what its slowest grids need."""
+    out = seeds.clone()
+    rows, front, inside = torch.arange(len(seeds)), seeds, within
+    for i in range(most):
+        grown = spread(front) * inside
+        if i % 8 == 7:
+            moving = (grown != front).flatten(1).any(dim=1)
+            out[rows] = grown
+            rows, front, inside = rows[moving], grown[moving], inside[moving]
+            if not len(rows):
+                break
+        else:
+            front = grown
+    out[rows] = front
+    return out
+
+
 def connected_pieces(on: torch.Tensor) -> torch.Tensor:
     """Connected pieces (8-connected) of N x H x W boolean maps: each true point gets its piece's number
     (1 to H x W; not consecutive), others 0."""
     _, height, width = on.shape
     mask = on.unsqueeze(1).float()
     ids = torch.arange(1, height * width + 1, dtype=torch.float32).view(1, 1, height, width) * mask
-    for i in range(height * width):
-        grown = spread(ids) * mask
-        if i % 8 == 7 and torch.equal(grown, ids):
-            break
-        ids = grown
-    return ids[:, 0].long()
+    return flood(ids, mask, height * width)[:, 0].long()
 
 
 def _fit_paper(design: torch.Tensor, v: torch.Tensor, keep: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
@@ -514,24 +529,10 @@ def _drop_border_clutter(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) ->
     if not bool(applies.any()):
         return ink
     k = torch.nonzero(applies).flatten()
-    grid_on = on[k].unsqueeze(1)
+    grid_on = on[k].unsqueeze(1).float()
     iy, ix = torch.arange(on.shape[1]).view(1, -1, 1), torch.arange(on.shape[2]).view(1, 1, -1)
     edge = (ix < CLUTTER_EDGE) | (ix >= gw[k] - CLUTTER_EDGE) | (iy < CLUTTER_EDGE) | (iy >= gh[k] - CLUTTER_EDGE)
-    reached = (grid_on & edge.unsqueeze(1)).float()
-    grid_on = grid_on.float()
-    # Flood the ink from the edges; every 8 steps the grids that stopped growing leave the flood.
-    rows, front, within = torch.arange(len(k)), reached, grid_on
-    for i in range(4 * CLUTTER_GRID):
-        grown = spread(front) * within
-        if i % 8 == 7:
-            moving = (grown != front).flatten(1).any(dim=1)
-            reached[rows] = grown
-            rows, front, within = rows[moving], grown[moving], within[moving]
-            if not len(rows):
-                break
-        else:
-            front = grown
-    reached[rows] = front
+    reached = flood(grid_on * edge.unsqueeze(1), grid_on, 4 * CLUTTER_GRID)  # the ink connected to the edges
     gap = max(1, round(CLUTTER_GAP * CLUTTER_GRID))
     near = spread(reached, gap)
     far = (grid_on * (1.0 - near)).flatten(1).sum(dim=1) >= 2
