@@ -13,7 +13,7 @@ from .devices import pick_device
 from .model import load_archive
 from .preprocess import normalise
 from .scorer import Scorer
-from .trainingdata import labelled_fields, labelled_files, load_mnist
+from .trainingdata import labelled_fields, labelled_files, load_mnist, singles_and_fields
 
 
 @dataclass
@@ -87,8 +87,8 @@ def evaluate_labelled(source: Path, weights: Path | None = None, device: str = "
                       workers: int | None = None) -> Evaluation:
     """Score labelled scans (a folder of subfolders 0..9, or a CSV) through the same pipeline as `digitscan run`;
     a field's digits (read as `run --digits` reads them) count one by one."""
-    files = labelled_files(source)
-    truth = {path: int(label) for path, label in files if len(label) == 1}
+    singles, fields = singles_and_fields(labelled_files(source))
+    truth = {path: int(label) for path, label in singles}
     scorer = Scorer(weights, device, batch_size, workers)
     confusion = torch.zeros(10, 10, dtype=torch.int64)
     unread = 0
@@ -106,11 +106,11 @@ def evaluate_labelled(source: Path, weights: Path | None = None, device: str = "
                 unread += 1
             else:
                 count(truth[result.path], result.digit, result.confidence)
-    for _, label, read in labelled_fields([f for f in files if len(f[1]) > 1], weights, device):
+    for _, label, read in labelled_fields(fields, weights, device):
         if isinstance(read, str):
             unread += len(label)
             continue
         for true, reading in zip(label, read, strict=True):
             count(int(true), reading.digit, reading.confidence)
     return Evaluation(str(source), confusion, unread, torch.tensor(confidence), torch.tensor(correct, dtype=torch.bool),
-                      unit="images" if len(truth) == len(files) else "digits")
+                      unit="digits" if fields else "images")

@@ -101,6 +101,11 @@ def _labels_from_csv(path: Path) -> list[tuple[str, str]]:
     return pairs
 
 
+def singles_and_fields(files: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """`labelled_files`' images labelled with one digit, and the fields (labelled with several)."""
+    return [f for f in files if len(f[1]) == 1], [f for f in files if len(f[1]) > 1]
+
+
 def labelled_fields(fields: list[tuple[str, str]], weights: Path | None,
                     device: str = "cpu") -> Iterator[tuple[str, str, list[Reading] | str]]:
     """(path, label, its digits' readings, frames kept) for each labelled field, cut into as many digits
@@ -129,8 +134,7 @@ def load_labelled(source: Path, weights: Path | None = None) -> tuple[torch.Tens
     from .dataset import prepared_items
     from .frames import to_uint8
 
-    files = labelled_files(source)
-    singles = [(path, label) for path, label in files if len(label) == 1]
+    singles, fields = singles_and_fields(labelled_files(source))
     images, labels, skipped = [], [], []
     for (path, label), item in zip(singles, prepared_items([path for path, _ in singles]), strict=True):
         if item.pixels is None:
@@ -138,12 +142,14 @@ def load_labelled(source: Path, weights: Path | None = None) -> tuple[torch.Tens
             continue
         images.append(torch.from_numpy(to_uint8(item.pixels)))
         labels.append(int(label))
-    for path, label, read in labelled_fields([f for f in files if len(f[1]) > 1], weights):
+    for path, label, read in labelled_fields(fields, weights):
         if isinstance(read, str):
             skipped.append(f"{path}: {read}")
             continue
-        images += [torch.from_numpy(r.frame) for r in read if r.frame is not None]
-        labels += [int(d) for d in label]
+        for digit, reading in zip(label, read, strict=True):
+            if reading.frame is not None:
+                images.append(torch.from_numpy(reading.frame))
+                labels.append(int(digit))
     if not images:
         raise DataUnavailable(f"{source}: no readable labelled images")
     return torch.stack(images), torch.tensor(labels, dtype=torch.int64), skipped
