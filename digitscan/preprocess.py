@@ -52,6 +52,9 @@ PIECE_SHARE = 0.03
 """A connected piece of one tone counts when it holds this share of the paper fit's grid."""
 PAPER_MIN_DEPTH = 0.15
 """A tone thinner than this (erosions survived on average, on the fit's grid) is strokes, not paper."""
+TIGHT_SIDES = 3
+"""A steady dark level may be a tight crop's ink when both tones reach at least this many of the four
+edges (on the paper fit's coarse grid, a stroke's tip touching an edge can fall between grid points)."""
 LINE_SHARE = 24
 """A ruled line is at most 1/LINE_SHARE of the image thick (and 3 px): a digit's own bar is thicker."""
 FAINT_INK = 0.2
@@ -344,17 +347,18 @@ def _paper_tone(light: torch.Tensor, unsure: torch.Tensor, dark_fit: torch.Tenso
     and loops, however thick the strokes).
 
     Also which `dark_fit` images (a steady level on the dark tone: the heavy ink of a dark-on-light
-    tight crop can be its steadiest level) that rule overrules, where the light tone is in more pieces
-    and no mere strokes (as the broken strokes of light ink can be). `at` holds the grid's row and
-    column indices and each grid's height and width.
+    tight crop can be its steadiest level) that rule overrules, where both tones reach TIGHT_SIDES
+    edges, the light tone is in more pieces and no mere strokes (as the broken strokes of light ink can
+    be). `at` holds the grid's row and column indices and each grid's height and width.
     """
     gi, gj, sh, sw = at
     n, gh, gw = len(light), gi.shape[1], gj.shape[2]
     inside_grid = inside.view(n, gh, gw)
     sides = [(gi == 0) & inside_grid, (gi == sh - 1) & inside_grid, (gj == 0) & inside_grid,
              (gj == sw - 1) & inside_grid]
-    tight = (unsure | dark_fit) & torch.stack([(side.reshape(n, -1) & tone).any(dim=1)
-                                               for side in sides for tone in (light, ~light)]).all(dim=0)
+    edges = torch.minimum(*[torch.stack([(side.reshape(n, -1) & tone).any(dim=1) for side in sides]).sum(dim=0)
+                            for tone in (light, ~light)])  # that both tones reach
+    tight = (unsure | dark_fit) & (edges >= TIGHT_SIDES)
     # Shapes cost erosions and flood fills: they are measured only on the images that need them.
     light_is_paper = torch.zeros(n, dtype=torch.bool)
     light_depth = torch.zeros(n)
@@ -369,7 +373,8 @@ def _paper_tone(light: torch.Tensor, unsure: torch.Tensor, dark_fit: torch.Tenso
         some, within = light[rows], inside[rows]
         lit, dark = _pieces(some, within, (len(rows), gh, gw)), _pieces(~some, within, (len(rows), gh, gw))
         decided = lit != dark
-        light_is_paper[rows] = torch.where(unsure[rows] & decided, lit > dark, light_is_paper[rows])
+        light_is_paper[rows] = torch.where(unsure[rows] & decided & (edges[rows] == len(sides)), lit > dark,
+                                           light_is_paper[rows])
         overruled[rows] = dark_fit[rows] & (lit > dark) & (light_depth[rows] >= PAPER_MIN_DEPTH)
     return light_is_paper | overruled, overruled
 

@@ -222,6 +222,21 @@ def test_a_tight_crop_that_is_mostly_ink_keeps_its_polarity(pen):
     assert _overlap(got.pixels * STD + MEAN, pixels01(ImageOps.expand(tight, 16, fill=235))) > 0.85
 
 
+@pytest.mark.parametrize("pen", [9, 13])
+def test_a_mostly_ink_crop_touching_three_edges_keeps_its_polarity(pen):
+    """The heavy 0 of the test above with a sliver of paper along one edge (as where a stroke's tip
+    touches that edge between the points of the paper fit's grid): the ink reaches three edges, still a
+    tight crop whose paper falls into pieces."""
+    heavy = draw_digit(size=(120, 120), shape="zero", box=(30, 20, 90, 100)).filter(ImageFilter.MinFilter(pen))
+    tight = ImageOps.expand(heavy.crop(heavy.point(lambda v: 255 if v < 128 else 0).getbbox()), (0, 0, 4, 0),
+                            fill=235)
+    a = np.asarray(tight)
+    assert (a < 128).mean() > 0.55 and a[:, -1].min() > 128  # mostly ink, none on the right edge
+    got = prepare(grey(tight))
+    assert got.inverted is True and got.pixels is not None
+    assert _overlap(got.pixels * STD + MEAN, pixels01(ImageOps.expand(tight, 16, fill=235))) > 0.85
+
+
 def test_thin_light_strokes_in_pieces_are_ink_not_paper():
     """A small bitmap of light ink on black, a 7 whose stroke is broken: the light tone is in more pieces,
     as a tight crop's paper is, but it is one pixel thin, so it stays the ink."""
