@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from .decode import COARSE_SIDE, FINE_SIDE, DecodeError, load_grey, plain_jpeg_bytes
 from .defaults import RUN_BATCH
 from .fields import FIELD_SIDE
-from .preprocess import FRAME, Invert, Prepared, prepare_batch
+from .preprocess import FRAME, MEAN, STD, Invert, Prepared, prepare_batch, split_ink
 
 OK, BLANK, ERROR = "ok", "blank", "error"
 
@@ -92,7 +92,9 @@ class ScanDataset(Dataset[Item]):
         failed: dict[int, Item] = {}
         greys = self._decode([i for i in indices if i not in handed], COARSE_SIDE, failed)
         prepared = self._prepare(greys, failed)
-        again = [i for i, p in prepared.items() if look_again(p.extent, greys[i].shape)]
+        shrunk = [i for i in prepared if reduced(greys[i].shape)]
+        pixels = torch.from_numpy(np.stack([_pixels(prepared[i]) for i in shrunk])) if shrunk else torch.empty(0)
+        again = [shrunk[k] for k in look_again(pixels, [prepared[i].extent for i in shrunk])]
         finer = self._decode(again, FINE_SIDE, failed)
         prepared |= self._prepare(finer, failed)
         greys |= finer
@@ -129,10 +131,25 @@ class ScanDataset(Dataset[Item]):
             return {}
 
 
-def look_again(extent: int, shape: Sequence[int]) -> bool:
-    """Whether an image read at COARSE_SIDE, whose ink spans `extent` pixels, is to be read again at
-    FINE_SIDE: little or no ink in what may be a reduced image."""
-    return extent < 2 * COARSE_SIDE // 3 and COARSE_SIDE <= min(shape) < 2 * COARSE_SIDE
+def reduced(shape: Sequence[int]) -> bool:
+    """Whether an image decoded at COARSE_SIDE was reduced to it (a photo or a large scan)."""
+    return COARSE_SIDE <= min(shape) < 2 * COARSE_SIDE
+
+
+def look_again(pixels: torch.Tensor, extents: Sequence[int]) -> list[int]:
+    """Which of the images that were reduced to COARSE_SIDE (their frames and their ink's `extents`)
+    to read again at FINE_SIDE: those with little or no ink (a small digit in a large photo), and those
+    whose framed ink lies in pieces apart (a small digit framed with what clutter left: a sheet's edge,
+    a shadow, grout lines; at COARSE_SIDE the digit may be a few pixels, and the clutter not found)."""
+    if not len(extents):
+        return []
+    scattered = split_ink(pixels).tolist()
+    return [k for k, extent in enumerate(extents) if extent < 2 * COARSE_SIDE // 3 or scattered[k]]
+
+
+def _pixels(prepared: Prepared) -> np.ndarray:
+    """The frame, or an empty one when blank."""
+    return prepared.pixels if prepared.pixels is not None else np.full((FRAME, FRAME), -MEAN / STD, np.float32)
 
 
 def _scale(source: str | Image.Image, grey: np.ndarray) -> float:

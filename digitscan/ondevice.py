@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .dataset import look_again
+from .dataset import look_again, reduced
 from .decode import COARSE_SIDE, FINE_SIDE, reduction
 from .preprocess import Invert, PreparedBatch, prepare_batch
 
@@ -37,7 +37,8 @@ def prepare_on_device(encoded: Sequence[bytes], device: torch.device, invert: In
         coarse = _reduced(greys, COARSE_SIDE)
         prepared = prepare_batch(coarse, invert)
         extents = prepared.extent.tolist()  # one copy from the device, not one an image
-        again = [k for k, g in enumerate(coarse) if look_again(extents[k], g.shape)]
+        shrunk = [k for k, g in enumerate(coarse) if reduced(g.shape)]
+        again = [shrunk[k] for k in look_again(prepared.pixels[shrunk], [extents[k] for k in shrunk])]
         if again:
             finer = prepare_batch(_reduced([greys[k] for k in again], FINE_SIDE), invert)
             rows = torch.tensor(again)

@@ -684,6 +684,17 @@ def _centre(box: torch.Tensor, out_h: torch.Tensor, out_w: torch.Tensor) -> torc
     return box.reshape(n, -1).gather(1, source).view(n, FRAME, FRAME) * inside
 
 
+def split_ink(frames: torch.Tensor) -> torch.Tensor:
+    """Whether the ink (over FAINT_INK / 2) of each normalised frame (N x 28 x 28) is split by an empty
+    row or column: in pieces apart."""
+    on = frames * STD + MEAN > FAINT_INK / 2
+    split = torch.zeros(len(frames), dtype=torch.bool, device=frames.device)
+    for profile in (on.any(dim=2), on.any(dim=1)):
+        starts = profile[:, 1:] & ~profile[:, :-1]
+        split |= starts.sum(dim=1) + profile[:, 0] > 1
+    return split
+
+
 def normalise(frame: torch.Tensor) -> torch.Tensor:
     """Frames of 0 to 1 on MNIST's mean and standard deviation."""
     return (frame - MEAN) * (1.0 / STD)

@@ -304,23 +304,32 @@ def test_the_cpus_median_is_torchs_nanmedian():
     assert torch.equal(_median(values, mask), expected)
 
 
-def photographed_on_a_floor(edges: str, mark: tuple[slice, slice] | None = None) -> tuple[Prepared, Prepared]:
-    """A digit on a sheet photographed on a tiled floor that shows along the left (and top) edge, and
-    the same sheet alone, both prepared. `mark` darkens that region of the sheet in the photo only."""
+def floor_photo(edges: str, mark: tuple[slice, slice] | None = None,
+                digit_size: tuple[int, int] = (80, 90)) -> tuple[np.ndarray, np.ndarray]:
+    """A digit on a sheet photographed on a tiled floor that shows along the left, the top, or the left
+    and top edges, and the same sheet alone. `mark` darkens that region of the sheet in the photo only."""
     side, tile, strip = 600, 80, 70
     at = np.arange(side)
     floor = np.where((at[:, None] % tile < 4) | (at[None, :] % tile < 4), 60.0, 212.0)
     sheet = np.full((side, side), 225.0)
     photo = sheet.copy()
-    photo[:, :strip] = floor[:, :strip]
-    if edges == "left and top":
+    if "left" in edges:
+        photo[:, :strip] = floor[:, :strip]
+    if "top" in edges:
         photo[:strip] = floor[:strip]
     if mark is not None:
         photo[mark] = 40.0
-    digit = np.asarray(draw_digit(size=(80, 90)), dtype=np.float64)
+    digit = np.asarray(draw_digit(size=digit_size), dtype=np.float64)
+    place = (slice(250, 250 + digit_size[1]), slice(280, 280 + digit_size[0]))
     for canvas in (photo, sheet):
-        canvas[250:340, 280:360] = np.minimum(canvas[250:340, 280:360], digit)
-    return prepare(photo.astype(np.uint8)), prepare(sheet.astype(np.uint8))
+        canvas[place] = np.minimum(canvas[place], digit)
+    return photo.astype(np.uint8), sheet.astype(np.uint8)
+
+
+def photographed_on_a_floor(edges: str, mark: tuple[slice, slice] | None = None) -> tuple[Prepared, Prepared]:
+    """`floor_photo`'s photo and sheet, both prepared."""
+    photo, sheet = floor_photo(edges, mark)
+    return prepare(photo), prepare(sheet)
 
 
 @pytest.mark.parametrize("edges", ["left", "left and top"])
@@ -330,6 +339,33 @@ def test_a_tiled_floor_along_the_edges_of_a_photo_is_not_ink(edges):
     got, want = photographed_on_a_floor(edges)
     assert got.pixels is not None and want.pixels is not None
     assert _overlap(got.pixels * STD + MEAN, want.pixels * STD + MEAN) > 0.9
+
+
+def test_a_small_digit_beside_a_floor_is_looked_at_again(tmp_path):
+    """Read as `run` reads it, a photo is first decoded COARSE_SIDE pixels a side, where a 70 px digit in
+    600 px is a few pixels and the floor along the top was not found: the frame held the floor's pieces
+    and the digit. Ink in several pieces now gets the finer look, where the floor is found and erased."""
+    from digitscan.dataset import ScanDataset
+
+    photo, sheet = floor_photo("top", digit_size=(70, 70))
+    for name, image in (("photo", photo), ("sheet", sheet)):
+        Image.fromarray(image).save(tmp_path / f"{name}.png")
+    got, want = ScanDataset([str(tmp_path / "photo.png"), str(tmp_path / "sheet.png")]).__getitems__([0, 1])
+    assert got.status == want.status == "ok" and got.pixels is not None and want.pixels is not None
+    assert got.box == want.box
+    assert _overlap(got.pixels * STD + MEAN, want.pixels * STD + MEAN) > 0.9
+
+
+def test_ink_split_by_an_empty_row_or_column_is_in_pieces_apart():
+    from digitscan.preprocess import split_ink
+
+    frames = np.zeros((4, 28, 28), dtype=np.float32)
+    frames[0, 4:24, 12:15] = 1.0  # one stroke
+    frames[1, 4:7, 4:24] = frames[1, 14:18, 12:16] = 1.0  # a sheet's edge above a dot
+    frames[2, 4:24, 4:6] = frames[2, 12:16, 14:18] = 1.0  # beside it
+    frames[3, 4:24, 10:12] = frames[3, 4:6, 10:20] = 1.0  # an L: one piece
+    got = split_ink(torch.from_numpy((frames - MEAN) / STD))
+    assert got.tolist() == [False, True, True, False]
 
 
 def test_what_a_floor_leaves_on_the_sheet_is_not_taken_for_the_digit():
