@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +16,12 @@ from .fields import FIELD_SIDE
 from .preprocess import FRAME, MEAN, STD, Invert, Prepared, prepare_batch, split_ink
 
 OK, BLANK, ERROR = "ok", "blank", "error"
+ACROSS = (0.9, 0.6)
+"""Ink spanning this share of a photo's width (height) at the first look, but under this share of its
+height (width), runs across the photo: a line beside the digit, not a digit (`look_again`)..."""
+PHOTO_SCALE = 4
+"""...in a photo, an image reduced at least this many times for the first look (a cell cut from a
+scan is not, and its digit may well fill it from edge to edge)."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,9 @@ class ScanDataset(Dataset[Item]):
         prepared = self._prepare(greys, failed)
         shrunk = [i for i in prepared if reduced(greys[i].shape)]
         pixels = torch.from_numpy(np.stack([_pixels(prepared[i]) for i in shrunk])) if shrunk else torch.empty(0)
-        again = [shrunk[k] for k in look_again(pixels, [prepared[i].extent for i in shrunk])]
+        boxes = [prepared[i].box if prepared[i].pixels is not None else None for i in shrunk]
+        again = [shrunk[k] for k in look_again(pixels, boxes, [greys[i].shape for i in shrunk],
+                                               lambda k: _scale(self.sources[shrunk[k]], greys[shrunk[k]]))]
         finer = self._decode(again, FINE_SIDE, failed)
         prepared |= self._prepare(finer, failed)
         greys |= finer
@@ -136,15 +144,29 @@ def reduced(shape: Sequence[int]) -> bool:
     return COARSE_SIDE <= min(shape) < 2 * COARSE_SIDE
 
 
-def look_again(pixels: torch.Tensor, extents: Sequence[int]) -> list[int]:
-    """Which of the images that were reduced to COARSE_SIDE (their frames and their ink's `extents`)
-    to read again at FINE_SIDE: those with little or no ink (a small digit in a large photo), and those
-    whose framed ink lies in pieces apart (a small digit framed with what clutter left: a sheet's edge,
-    a shadow, grout lines; at COARSE_SIDE the digit may be a few pixels, and the clutter not found)."""
-    if not len(extents):
+def look_again(pixels: torch.Tensor, boxes: Sequence[tuple[int, int, int, int] | None],
+               shapes: Sequence[Sequence[int]], scale: Callable[[int], float]) -> list[int]:
+    """Which images reduced to COARSE_SIDE (their frames, boxes, None where blank, and shapes) to read
+    again at FINE_SIDE, where a small digit is more than a few pixels: those with little or no ink; those
+    whose framed ink lies in pieces apart; and photos (`scale(k)`, the source's pixels a decoded pixel
+    stands for, at least PHOTO_SCALE) whose ink runs from edge to edge one way but not the other
+    (ACROSS). The last two are a digit framed with what clutter left (a sheet's or a shadow's edge, a
+    floor's grout lines) where the first look did not find the clutter."""
+    if not len(boxes):
         return []
-    scattered = split_ink(pixels).tolist()
-    return [k for k, extent in enumerate(extents) if extent < 2 * COARSE_SIDE // 3 or scattered[k]]
+    split = split_ink(pixels).tolist()
+    again = []
+    for k, (box, (height, width)) in enumerate(zip(boxes, shapes, strict=True)):
+        if box is None:
+            again.append(k)
+            continue
+        left, top, right, bottom = box
+        wide, tall = (right - left + 1) / width, (bottom - top + 1) / height
+        small = max(right - left, bottom - top) + 1 < 2 * COARSE_SIDE // 3
+        across = (wide >= ACROSS[0] and tall < ACROSS[1]) or (tall >= ACROSS[0] and wide < ACROSS[1])
+        if small or split[k] or (across and scale(k) >= PHOTO_SCALE):
+            again.append(k)
+    return again
 
 
 def _pixels(prepared: Prepared) -> np.ndarray:

@@ -36,9 +36,11 @@ def prepare_on_device(encoded: Sequence[bytes], device: torch.device, invert: In
     with torch.device(device):
         coarse = _reduced(greys, COARSE_SIDE)
         prepared = prepare_batch(coarse, invert)
-        extents = prepared.extent.tolist()  # one copy from the device, not one an image
+        boxes, blank = prepared.box.tolist(), prepared.blank.tolist()  # one copy from the device, not one an image
         shrunk = [k for k, g in enumerate(coarse) if reduced(g.shape)]
-        again = [shrunk[k] for k in look_again(prepared.pixels[shrunk], [extents[k] for k in shrunk])]
+        found = [None if blank[k] else tuple(boxes[k]) for k in shrunk]
+        again = [shrunk[k] for k in look_again(prepared.pixels[shrunk], found, [coarse[k].shape for k in shrunk],
+                                               lambda k: max(greys[shrunk[k]].shape) / max(coarse[shrunk[k]].shape))]
         if again:
             finer = prepare_batch(_reduced([greys[k] for k in again], FINE_SIDE), invert)
             rows = torch.tensor(again)

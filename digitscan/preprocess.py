@@ -107,12 +107,6 @@ class PreparedBatch:
     blank: torch.Tensor
     box: torch.Tensor
 
-    @property
-    def extent(self) -> torch.Tensor:
-        """The longer side of each image's box (0 when blank)."""
-        sides = torch.maximum(self.box[:, 2] - self.box[:, 0], self.box[:, 3] - self.box[:, 1]) + 1
-        return torch.where(self.blank, 0, sides)
-
     def __getitem__(self, i: int) -> Prepared:
         blank = bool(self.blank[i])
         left, top, right, bottom = self.box[i].tolist()

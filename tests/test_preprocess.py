@@ -10,7 +10,7 @@ import torch
 from conftest import draw_digit, grey
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-from digitscan.decode import load_grey
+from digitscan.decode import COARSE_SIDE, load_grey
 from digitscan.preprocess import MEAN, STD, Prepared, _median, prepare
 
 
@@ -354,6 +354,23 @@ def test_a_small_digit_beside_a_floor_is_looked_at_again(tmp_path):
     assert got.status == want.status == "ok" and got.pixels is not None and want.pixels is not None
     assert got.box == want.box
     assert _overlap(got.pixels * STD + MEAN, want.pixels * STD + MEAN) > 0.9
+
+
+def test_a_digit_beside_a_line_across_a_photo_is_looked_at_again(tmp_path):
+    """A 7 on a sheet lying on a tiled floor, photographed (`synth.cluttered_photo`): at the first look
+    the frame ran from the top of the photo to the bottom, the floor's edge with the digit. In a photo,
+    ink running across it one way but not the other gets the finer look, where the digit is found alone;
+    a scan's cell whose digit runs from edge to edge does not."""
+    from digitscan.dataset import ScanDataset
+    from digitscan.synth import cluttered_photo
+
+    seven = np.asarray(ImageOps.invert(draw_digit(size=(28, 28), shape="seven", box=(6, 4, 22, 24))))
+    cluttered_photo(seven, np.random.default_rng(17)).save(tmp_path / "photo.png")
+    draw_digit(size=(110, 120), shape="one", box=(40, 4, 70, 116)).save(tmp_path / "cell.png")
+    photo, cell = ScanDataset([str(tmp_path / "photo.png"), str(tmp_path / "cell.png")]).__getitems__([0, 1])
+    left, top, right, bottom = photo.box
+    assert photo.status == "ok" and bottom - top + 1 < 0.25 * photo.decoded[0]  # the digit: 8-16% of the photo
+    assert cell.status == "ok" and cell.decoded[0] < 2 * COARSE_SIDE  # read at the first look only
 
 
 def test_ink_split_by_an_empty_row_or_column_is_in_pieces_apart():
