@@ -107,7 +107,8 @@ def cut_fields(greys: Sequence[Grey], invert: Invert = "auto", digits: int | Non
     piece may hold several digits, `judge` (the model) picks the cut it is surest of, and whether to
     cut at all; without it, the cut goes through the column with the least ink."""
     inks = ink_batch(greys, invert, edges=False)  # a comb's lines are dropped here, not the digits on them
-    fields = [_found(ink) if not blank else None for ink, _, blank in inks]
+    made = iter(_found([ink for ink, _, blank in inks if not blank]))
+    fields = [None if blank else next(made) for _, _, blank in inks]
     live = [f for f in fields if f is not None and f.pieces]
     whole: set[Piece] = set()  # judged whole already: the judge would say so again
     for _ in range(MAX_SPLIT - 1):
@@ -136,10 +137,16 @@ def cut_fields(greys: Sequence[Grey], invert: Invert = "auto", digits: int | Non
     return out
 
 
-def _found(ink: torch.Tensor) -> _Field:
-    """Steps 1 to 3: the field's ink in pieces, left to right."""
-    ink = _drop_comb(ink)
-    labels = _label(ink > FAINT_INK)
+def _found(inks: list[torch.Tensor]) -> list[_Field]:
+    """Steps 1 to 3: each field's ink in pieces, left to right (the pieces of all found together)."""
+    erased = [_drop_comb(ink) for ink in inks]
+    labels = _label([ink > FAINT_INK for ink in erased])
+    return [_field(ink, found) for ink, found in zip(erased, labels, strict=True)]
+
+
+def _field(ink: torch.Tensor, labels: torch.Tensor) -> _Field:
+    """A field from its ink and the labels of its connected pieces: the pieces merged where they lie
+    over one another, specks dropped."""
     pieces = _merge_overlapping(_pieces(ink, labels, [frozenset({int(k)}) for k in labels.unique() if k > 0]))
     if pieces:
         typical = float(np.median([p.mass for p in pieces]))
@@ -251,15 +258,24 @@ def _lines(on: torch.Tensor, dim: int, thin: int) -> torch.Tensor:
     return keep
 
 
-def _label(on: torch.Tensor) -> torch.Tensor:
-    """Connected pieces (8-connected) of an H x W boolean map, found on a grid of at most LABEL_ROWS
-    rows: each true point gets its piece's number (1, 2, ...; not consecutive), others 0."""
-    height, width = on.shape
-    step = max(1, math.ceil(height / LABEL_ROWS))
-    grid = F.max_pool2d(on.float()[None, None], step, ceil_mode=True)[0] if step > 1 else on.float()[None]
-    labels = connected_pieces(grid > 0)[0]
-    full = labels.repeat_interleave(step, dim=0).repeat_interleave(step, dim=1)[:height, :width]
-    return full * on
+def _label(ons: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Connected pieces (8-connected) of H x W boolean maps, all found together on grids of at most
+    LABEL_ROWS rows: each true point gets its piece's number (1, 2, ...; not consecutive), others 0."""
+    if not ons:
+        return []
+    steps = [max(1, math.ceil(on.shape[0] / LABEL_ROWS)) for on in ons]
+    grids = [F.max_pool2d(on.float()[None, None], step, ceil_mode=True)[0, 0] if step > 1 else on.float()
+             for on, step in zip(ons, steps, strict=True)]
+    canvas = torch.zeros(len(grids), max(g.shape[0] for g in grids), max(g.shape[1] for g in grids))
+    for k, grid in enumerate(grids):
+        canvas[k, :grid.shape[0], :grid.shape[1]] = grid
+    labels = connected_pieces(canvas > 0)
+    out = []
+    for k, (on, step) in enumerate(zip(ons, steps, strict=True)):
+        height, width = on.shape
+        grid = labels[k, :grids[k].shape[0], :grids[k].shape[1]]
+        out.append(grid.repeat_interleave(step, dim=0).repeat_interleave(step, dim=1)[:height, :width] * on)
+    return out
 
 
 def _pieces(ink: torch.Tensor, labels: torch.Tensor, groups: list[frozenset[int]]) -> list[Piece]:

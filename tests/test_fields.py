@@ -211,7 +211,7 @@ def test_a_labelled_field_that_cannot_be_read_is_skipped_by_name(tmp_path):
 def test_all_cuts_at_once_give_the_parts_one_cut_at_a_time_gives():
     """`_halves` (every cut of a piece at once) agrees with `_piece` (one part at a time)."""
     img = np.asarray(_strokes_field(["zero", "seven", "one"]).rotate(8, fillcolor=235))
-    f = fields_module._found(fields_module.ink_batch([img], "auto", edges=False)[0][0])
+    f = fields_module._found([fields_module.ink_batch([img], "auto", edges=False)[0][0]])[0]
     checked = 0
     for piece in f.pieces:
         mask = fields_module._in(f.labels, piece.labels)
