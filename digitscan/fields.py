@@ -22,7 +22,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .preprocess import FAINT_INK, FRAME, LINE_SHARE, Grey, Invert, connected_pieces, frame, ink_batch, normalise
+from .preprocess import (
+    FAINT_INK,
+    FRAME,
+    LINE_SHARE,
+    Grey,
+    Invert,
+    connected_pieces,
+    frame,
+    ink_batch,
+    normalise,
+    padded,
+)
 
 FIELD_SIDE = 64
 """A field is decoded with its shorter side (its height) reduced to about this many pixels."""
@@ -266,10 +277,7 @@ def _label(ons: list[torch.Tensor]) -> list[torch.Tensor]:
     steps = [max(1, math.ceil(on.shape[0] / LABEL_ROWS)) for on in ons]
     grids = [F.max_pool2d(on.float()[None, None], step, ceil_mode=True)[0, 0] if step > 1 else on.float()
              for on, step in zip(ons, steps, strict=True)]
-    canvas = torch.zeros(len(grids), max(g.shape[0] for g in grids), max(g.shape[1] for g in grids))
-    for k, grid in enumerate(grids):
-        canvas[k, :grid.shape[0], :grid.shape[1]] = grid
-    labels = connected_pieces(canvas > 0)
+    labels = connected_pieces(padded(grids)[0] > 0)
     out = []
     for k, (on, step) in enumerate(zip(ons, steps, strict=True)):
         height, width = on.shape

@@ -156,7 +156,7 @@ def _canvases(greys: Sequence[Grey]) -> Iterator[tuple[list[int], torch.Tensor, 
         step = max(1, CANVAS_PIXELS // area)
         for start in range(0, len(members), step):
             chunk = members[start:start + step]
-            yield chunk, *_pad([greys[i] for i in chunk])
+            yield chunk, *padded([greys[i] for i in chunk])
 
 
 def _grouped(side: int) -> int:
@@ -165,7 +165,7 @@ def _grouped(side: int) -> int:
     return -(-side // GROUP) * GROUP
 
 
-def _pad(greys: Sequence[Grey]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def padded(greys: Sequence[Grey]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One zero-padded N x H x W canvas of values in [0, 1] (images at the top left), with each image's
     height and width."""
     h = torch.tensor([g.shape[0] for g in greys])
