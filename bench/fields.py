@@ -3,6 +3,7 @@ holdout (never trained on) and from Semeion, in each kind of `synth.FIELD_LOOKS`
 
     python bench/fields.py --data ../shared/mnist --semeion ../shared/semeion
     python bench/fields.py --per-kind 100 --show-errors 5
+    python bench/fields.py --weights tuned.pt
 
 Each field is read as a whole, as `digitscan run --field` reads it, without and with `--digits N`.
 Also prints the time per field against the time per single digit (both batched, in one process).
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--per-kind", type=int, default=200, help="fields per kind and length")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--show-errors", type=int, default=0, metavar="N")
+    parser.add_argument("--weights", default=None, help="an archive other than the shipped weights")
     args = parser.parse_args()
 
     images, labels = load_mnist(Path(args.data), train=True)
@@ -63,8 +65,8 @@ def main() -> None:
                 picks = [rng.choice(len(truth), size=length, replace=False) for _ in range(args.per_kind)]
                 fields = [field([pool[i] for i in pick], rng, look) for pick in picks]
                 texts = ["".join(str(int(truth[i])) for i in pick) for pick in picks]
-                free, seconds = read(Scorer(device="cpu", workers=0, field=True), fields)
-                told, _ = read(Scorer(device="cpu", workers=0, digits=length), fields)
+                free, seconds = read(Scorer(args.weights, device="cpu", workers=0, field=True), fields)
+                told, _ = read(Scorer(args.weights, device="cpu", workers=0, digits=length), fields)
                 exact = np.mean([a == b for a, b in zip(free, texts, strict=True)])
                 exact_told = np.mean([a == b for a, b in zip(told, texts, strict=True)])
                 print(f"{source:10s} {kind:14s} {length:3d} {len(texts):5d} {exact:7.4f} {exact_told:8.4f} "
@@ -73,7 +75,7 @@ def main() -> None:
                 if wrong:
                     print("    true -> read: " + ", ".join(f"{t} -> {f}" for t, f in wrong))
     singles = [clean_scan(sources["mnist"][0][i], rng) for i in range(500)]
-    _, single = read(Scorer(device="cpu", workers=0), singles)
+    _, single = read(Scorer(args.weights, device="cpu", workers=0), singles)
     print(f"single digits (clean_scan), batched: {single * 1000:.2f} ms each")
 
 
