@@ -674,8 +674,8 @@ def _centre(box: torch.Tensor, out_h: torch.Tensor, out_w: torch.Tensor) -> torc
     y = torch.arange(FRAME).view(1, FRAME, 1) - top
     x = torch.arange(FRAME).view(1, 1, FRAME) - left
     inside = (y >= 0) & (y < BOX) & (x >= 0) & (x < BOX)
-    source = (y.clamp(0, BOX - 1) * BOX + x.clamp(0, BOX - 1)).view(n, -1)
-    return box.reshape(n, -1).gather(1, source).view(n, FRAME, FRAME) * inside
+    source = (y.clamp(0, BOX - 1) * BOX + x.clamp(0, BOX - 1)).view(n, FRAME * FRAME)
+    return box.reshape(n, BOX * BOX).gather(1, source).view(n, FRAME, FRAME) * inside
 
 
 def split_ink(frames: torch.Tensor) -> torch.Tensor:
