@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from . import strokes
-from .preprocess import FRAME
+from .preprocess import FRAME, frame
 
 CONTINENTAL = 0.5
 """Share of the 1s, 7s and 9s given a continental stroke: a flag (sometimes a foot), a bar (sometimes
@@ -35,6 +35,8 @@ ELASTIC_PIXELS = 4.0
 """The largest displacement of the elastic distortion, in pixels of the 28 x 28 frame."""
 ELASTIC_SIGMA = 3.0
 """Smoothness of the elastic displacement: the width (standard deviation) of its Gaussian, in pixels."""
+PAIR_GAP = (-2, 3)
+"""Columns between the two digits of a pair (`pairs`), least and most: negative where their boxes overlap."""
 
 
 def augment(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -120,6 +122,28 @@ def continental(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         right = index.view(1, 1, FRAME) > centre(bar_row.float()).view(n, 1, 1)
         x = x.masked_fill((above & right & fours.view(n, 1, 1)).unsqueeze(1), 0.0)
     return x
+
+
+def pairs(x: torch.Tensor, count: int) -> torch.Tensor:
+    """`count` frames (count x 1 x 28 x 28, values 0 to 1) of two of the batch's digits side by side, from
+    overlapping to a few columns apart, framed as one digit is (`preprocess.frame`): what a field's
+    touching digits look like when read whole."""
+    n, device = x.shape[0], x.device
+    first = torch.randint(n, (count,), device=device)
+    second = (first + 1 + torch.randint(max(n - 1, 1), (count,), device=device)) % n  # never the first
+    _, _, left, _ = _bounds(x[second, 0])
+    _, _, _, right = _bounds(x[first, 0])
+    gap = torch.randint(PAIR_GAP[0], PAIR_GAP[1] + 1, (count,), device=device)
+    offset = (right - left + 1 + gap).clamp(0, 2 * FRAME)
+    column = torch.arange(3 * FRAME, device=device).view(1, -1) - offset.view(-1, 1)
+    inside = (column >= 0) & (column < FRAME)
+    source = column.clamp(0, FRAME - 1).view(count, 1, 3 * FRAME).expand(count, FRAME, 3 * FRAME)
+    placed = x[second, 0].gather(2, source)
+    canvas = torch.zeros(count, FRAME, 3 * FRAME, device=device)
+    canvas[:, :, :FRAME] = x[first, 0]
+    canvas = torch.maximum(canvas, placed * inside.view(count, 1, 3 * FRAME))
+    with torch.device(device):
+        return frame(canvas)[0].unsqueeze(1)
 
 
 def _bounds(ink: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -18,7 +18,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from .atomic import replacing
-from .augment import augment
+from .augment import augment, pairs
 from .calibration import error_at, fit_temperature, render, scores_of
 from .defaults import CALIBRATION_RENDERS, FIT_BATCH, FIT_EPOCHS, FIT_LR
 from .devices import describe
@@ -40,6 +40,12 @@ this share of its steps (the last ones weigh most): steadier than the last step'
 LABELLED_SHARE = 0.3
 """--labeled scans are repeated until they number about this share of the MNIST digits of an epoch
 (a quarter of what it trains on): the corrections of one source then shape the model (bench/adapt.py)."""
+PAIRS = 0.125
+"""Each batch also holds this share of its size in pairs of its digits framed as one (`augment.pairs`)..."""
+PAIR_WEIGHT = 0.05
+"""...whose loss, this weight times how far their scores are from even (the cross-entropy against even
+scores, less its least, log 10), teaches the model to be unsure of them (outlier exposure): a field's
+touching digits are then cut, not read as one (fields.py), and a cell holding two digits is doubtful."""
 
 
 @dataclass
@@ -264,9 +270,11 @@ def _train_one_epoch(models: tuple[torch.nn.Module, AveragedModel], optimizer: t
     for step in bar:
         index = order[step * cfg.batch_size:(step + 1) * cfg.batch_size].to(device)
         y = data.train_y[index]
-        x = normalise(augment(data.train_x[index].unsqueeze(1).float() / 255, y))
-        scores = model(x)
-        loss = F.cross_entropy(scores, y)
+        x = augment(data.train_x[index].unsqueeze(1).float() / 255, y)
+        both = model(normalise(torch.cat([x, pairs(x, round(PAIRS * len(y)))])))
+        scores = both[:len(y)]
+        uneven = -F.log_softmax(both[len(y):], dim=1).mean() - math.log(both.shape[1])  # 0 when even
+        loss = F.cross_entropy(scores, y) + PAIR_WEIGHT * uneven
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

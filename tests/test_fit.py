@@ -358,3 +358,26 @@ def test_the_rarer_continental_forms_are_drawn_where_their_shares_say(monkeypatc
         bar_rows.append(float((fours > 0.5).sum(dim=2).argmax(dim=1).float().mean()))
     assert low_left[1] > 1.5 * low_left[0]
     assert bar_rows[1] > bar_rows[0] + 1.0
+
+
+def test_pairs_put_two_different_digits_of_the_batch_side_by_side_in_one_frame(monkeypatch):
+    """A tall and a short digit (outlined boxes): every pair frame holds both, one beside the other, wider
+    than tall, 20 px across as MNIST frames a digit; PAIR_GAP apart (an empty column between them)."""
+    digits = torch.zeros(2, 1, 28, 28)
+    digits[0, 0, 5:23, 8:20] = 1.0
+    digits[0, 0, 7:21, 10:18] = 0.0  # 18 rows tall
+    digits[1, 0, 9:19, 8:20] = 1.0
+    digits[1, 0, 11:17, 10:18] = 0.0  # 10 rows tall
+    monkeypatch.setattr(augment_module, "PAIR_GAP", (4, 4))
+    torch.manual_seed(0)
+    frames = augment_module.pairs(digits, 20)[:, 0] > 0.3
+    assert frames.shape == (20, 28, 28)
+    for ink in frames:
+        cols = ink.any(dim=0).nonzero().flatten()
+        assert 19 <= int(cols[-1] - cols[0]) + 1 <= 21
+        middle = ink[:, int(cols[0]):int(cols[-1]) + 1].any(dim=0)
+        assert not middle.all()  # the gap
+        halves = ink[:, :14].any(dim=1).sum(), ink[:, 14:].any(dim=1).sum()
+        assert max(halves) > 1.5 * min(halves)  # one tall, one short: never a digit beside itself
+        assert int(ink.any(dim=1).sum()) < int(cols[-1] - cols[0])
+    assert augment_module.pairs(digits, 0).shape == (0, 1, 28, 28)
