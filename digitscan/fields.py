@@ -198,8 +198,9 @@ def _best_cuts(jobs: list[tuple[_Field, Piece]], judge: Judge | None,
 
 def _join_strokes(fields: list[_Field], judge: Judge) -> None:
     """Join neighbouring pieces, close and narrow enough together to be one digit, where the judge is
-    surer of them joined than of each alone, or where one is a fragment (under FRAGMENT of the digit
-    height): the surest such joins first, in rounds, until none is left."""
+    surer of them joined than of both alone (its two confidences multiplied, as `_best_cuts` weighs a
+    cut), or where one is a fragment (under FRAGMENT of the digit height): the surest such joins first,
+    in rounds, until none is left."""
     sure: dict[tuple[int, Piece], float] = {}  # the judge's confidence in each piece of each field seen so far
     while True:
         pairs = [(f, k) for f in fields for k in range(len(f.pieces) - 1) if _joinable(f, k)]
@@ -214,8 +215,8 @@ def _join_strokes(fields: list[_Field], judge: Judge) -> None:
         gains = []
         for f, k in pairs:
             pieces = f.pieces[k], f.pieces[k + 1]
-            alone = max(sure[id(f), p] for p in pieces)
-            joined = sure[id(f), _union(*pieces)]
+            alone = sum(math.log(sure[id(f), p]) for p in pieces)
+            joined = math.log(sure[id(f), _union(*pieces)])
             fragment = min(p.bottom - p.top for p in pieces) < FRAGMENT * f.height
             if fragment or joined > alone:
                 gains.append((joined - alone + fragment, f, k))
