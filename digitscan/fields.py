@@ -6,9 +6,10 @@ Steps, after the same paper and polarity work as for single digits (`preprocess.
 2. Find the ink's connected pieces (on a grid of at most LABEL_ROWS rows).
 3. Merge pieces that share their columns and lie over one another (a 5's flag, a 4 drawn in two
    strokes), then drop specks.
-4. Cut a piece too wide for one digit where the model (the judge) is surest of both parts; join
-   neighbours that the judge reads better together (a 0 or 4 in two strokes, a 7's bar beside its
-   stem); with `digits`, merge the closest neighbours or cut the widest piece until there are that many.
+4. Cut a piece too wide for one digit (or a narrower one the model reads whole with doubt) where the
+   model (the judge) is surest of both parts; join neighbours that the judge reads better together
+   (a 0 or 4 in two strokes, a 7's bar beside its stem); with `digits`, merge the closest neighbours
+   or cut the widest piece until there are that many.
 5. Frame each digit as a single digit is framed (`preprocess.frame`).
 """
 
@@ -53,6 +54,10 @@ SPLIT_ASPECT = 1.0
 says whether it does)..."""
 WHOLE_MAX = 1.5
 """...and one wider than this many times does: it is cut whatever the judge says of it whole."""
+DOUBT_ASPECT = 0.7
+"""A piece between this many times the digit height and SPLIT_ASPECT wide may hold two narrow digits..."""
+DOUBT_SURE = 0.5
+"""...when the judge reads it whole below this confidence (`_cut_doubtful`)."""
 MAX_SPLIT = 4
 """A piece is cut into at most this many digits (in rounds of cuts in two)..."""
 CUT_FROM = 0.15
@@ -133,6 +138,7 @@ def cut_fields(greys: Sequence[Grey], invert: Invert = "auto", digits: int | Non
             whole.update(parts if len(parts) == 1 else ())
             f.pieces[k:k + 1] = parts
     if judge is not None:
+        _cut_doubtful(live, judge)
         _join_strokes(live, judge)
     if digits is not None:
         for f in live:
@@ -194,6 +200,23 @@ def _best_cuts(jobs: list[tuple[_Field, Piece]], judge: Judge | None,
             at += len(parts)
         chosen.append(o[max(range(len(o)), key=scores.__getitem__)])
     return chosen
+
+
+def _cut_doubtful(fields: list[_Field], judge: Judge) -> None:
+    """Offer the cut to pieces a little narrower than SPLIT_ASPECT (from DOUBT_ASPECT) that the judge
+    reads whole below DOUBT_SURE: two narrow digits that touch (the model is taught that two digits
+    framed as one are no digit, `augment.pairs`)."""
+    narrow = [(f, k) for f in fields for k, p in enumerate(f.pieces)
+              if DOUBT_ASPECT * f.height < p.width <= SPLIT_ASPECT * f.height]
+    if not narrow:
+        return
+    sure = judge(_frames([f.crop(f.pieces[k]) for f, k in narrow])).amax(dim=1).tolist()
+    doubtful = [fk for fk, c in zip(narrow, sure, strict=True) if c < DOUBT_SURE]
+    if not doubtful:
+        return
+    choices = _best_cuts([(f, f.pieces[k]) for f, k in doubtful], judge, keep_whole=[True] * len(doubtful))
+    for (f, k), parts in sorted(zip(doubtful, choices, strict=True), key=lambda fk: -fk[0][1]):
+        f.pieces[k:k + 1] = parts  # from the right, so that k still means the same
 
 
 def _join_strokes(fields: list[_Field], judge: Judge) -> None:

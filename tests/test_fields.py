@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 from conftest import draw_digit
 from PIL import Image, ImageDraw
 
@@ -224,3 +225,28 @@ def test_all_cuts_at_once_give_the_parts_one_cut_at_a_time_gives():
                 assert math.isclose(got.mass, want.mass, rel_tol=1e-4, abs_tol=1e-4)
                 checked += 1
     assert checked > 100
+
+
+def test_a_narrow_piece_read_whole_with_doubt_is_offered_the_cut():
+    """Two narrow digits that touch make a piece narrower than SPLIT_ASPECT: it is cut where the judge
+    reads it whole below DOUBT_SURE and surer in two; left whole where the judge is sure of it."""
+    img = Image.new("L", (200, 110), 235)
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([(20, 25), (30, 85)], fill=20)  # a 1, far from the pair
+    draw.rectangle([(90, 25), (100, 85)], fill=20)  # two 1s joined by a bar at their feet: 50 px wide, 61 tall
+    draw.rectangle([(130, 25), (140, 85)], fill=20)
+    draw.rectangle([(90, 78), (140, 85)], fill=20)
+
+    def judge(sure_of_wide: float):
+        def read(frames: torch.Tensor) -> torch.Tensor:
+            ink = frames > frames.amin()
+            cols, rows = ink.any(dim=1).sum(dim=1), ink.any(dim=2).sum(dim=1)
+            wide = cols > 0.5 * rows
+            probs = torch.full((len(frames), 10), 0.01)
+            probs[:, 1] = torch.where(wide, torch.tensor(sure_of_wide), torch.tensor(0.95))
+            return probs
+        return read
+
+    grey = np.asarray(img)
+    assert len(cut_fields([grey], judge=judge(0.3))[0].boxes) == 3
+    assert len(cut_fields([grey], judge=judge(0.9))[0].boxes) == 2
