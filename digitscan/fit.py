@@ -273,7 +273,8 @@ def _train_one_epoch(models: tuple[torch.nn.Module, AveragedModel], optimizer: t
         x = augment(data.train_x[index].unsqueeze(1).float() / 255, y)
         both = model(normalise(torch.cat([x, pairs(x, round(PAIRS * len(y)))])))
         scores = both[:len(y)]
-        uneven = -F.log_softmax(both[len(y):], dim=1).mean() - math.log(both.shape[1])  # 0 when even
+        paired = both[len(y):]  # none in a batch of 4 or fewer
+        uneven = -F.log_softmax(paired, dim=1).mean() - math.log(both.shape[1]) if len(paired) else both.new_zeros(())
         loss = F.cross_entropy(scores, y) + PAIR_WEIGHT * uneven
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -381,3 +381,13 @@ def test_pairs_put_two_different_digits_of_the_batch_side_by_side_in_one_frame(m
         assert max(halves) > 1.5 * min(halves)  # one tall, one short: never a digit beside itself
         assert int(ink.any(dim=1).sum()) < int(cols[-1] - cols[0])
     assert augment_module.pairs(digits, 0).shape == (0, 1, 28, 28)
+
+
+def test_a_last_batch_too_small_for_pairs_keeps_the_loss_a_number(mnist_root, tmp_path):
+    """130 images in batches of 128: the last batch of 2 holds no pair (PAIRS of 2 rounds to 0), and the
+    epoch's loss stays finite."""
+    cfg = FitConfig(data=mnist_root, out=tmp_path / "w.pt", epochs=1, batch_size=128, limit=130, scratch=True,
+                    seed=7, calibrate=0)
+    fit(cfg, log=lambda _: None)
+    card = json.loads(cfg.out.with_suffix(".json").read_text())
+    assert np.isfinite(card["epochs"][0]["loss"])
