@@ -104,7 +104,7 @@ class ScanDataset(Dataset[Item]):
         again = [shrunk[k] for k in look_again(pixels, boxes, [greys[i].shape for i in shrunk],
                                                lambda k: _scale(self.sources[shrunk[k]], greys[shrunk[k]]))]
         finer = self._decode(again, FINE_SIDE, failed)
-        prepared |= self._prepare(finer, failed)
+        prepared |= self._prepare(finer, failed, second_look=True)
         greys |= finer
         return [handed.get(i) or failed.get(i) or _item(i, prepared[i], greys[i].shape) for i in indices]
 
@@ -126,14 +126,15 @@ class ScanDataset(Dataset[Item]):
                 failed[i] = _unexpected(i, exc)
         return greys
 
-    def _prepare(self, greys: dict[int, np.ndarray], failed: dict[int, Item]) -> dict[int, Prepared]:
+    def _prepare(self, greys: dict[int, np.ndarray], failed: dict[int, Item],
+                 second_look: bool = False) -> dict[int, Prepared]:
         """Preprocess the batch; should that fail, each image alone, so that a failure costs one row."""
         try:
-            batch = prepare_batch(list(greys.values()), self.invert)
+            batch = prepare_batch(list(greys.values()), self.invert, second_look)
             return {i: batch[k] for k, i in enumerate(greys)}
         except Exception as exc:
             if len(greys) > 1:
-                return {i: p for i, g in greys.items() for p in self._prepare({i: g}, failed).values()}
+                return {i: p for i, g in greys.items() for p in self._prepare({i: g}, failed, second_look).values()}
             for i in greys:
                 failed[i] = _unexpected(i, exc)
             return {}

@@ -42,7 +42,7 @@ def prepare_on_device(encoded: Sequence[bytes], device: torch.device, invert: In
         again = [shrunk[k] for k in look_again(prepared.pixels[shrunk], found, [coarse[k].shape for k in shrunk],
                                                lambda k: max(greys[shrunk[k]].shape) / max(coarse[shrunk[k]].shape))]
         if again:
-            finer = prepare_batch(_reduced([greys[k] for k in again], FINE_SIDE), invert)
+            finer = prepare_batch(_reduced([greys[k] for k in again], FINE_SIDE), invert, second_look=True)
             rows = torch.tensor(again)
             prepared.pixels[rows], prepared.inverted[rows] = finer.pixels, finer.inverted
             prepared.blank[rows], prepared.box[rows] = finer.blank, finer.box

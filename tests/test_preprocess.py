@@ -373,6 +373,50 @@ def test_a_digit_beside_a_line_across_a_photo_is_looked_at_again(tmp_path):
     assert cell.status == "ok" and cell.decoded[0] < 2 * COARSE_SIDE  # read at the first look only
 
 
+def shadowed_sheet(shadow: float, centre: tuple[int, int] = (150, 450), digit_size: tuple[int, int] = (70, 70),
+                   width: int | None = None) -> np.ndarray:
+    """A 600 px photo of a sheet with a 7 on it (its top left at 280, 250), and a soft shadow (a
+    phone's) darkening it by up to `shadow` around `centre` (row, column)."""
+    side = 600
+    sheet = np.asarray(draw_digit(size=(side, side), paper=225, box=(280, 250, 280 + digit_size[0],
+                                                                     250 + digit_size[1])), dtype=np.float64)
+    if width is not None:  # a thick pen: the stroke drawn again, wider
+        thick = Image.fromarray(sheet.astype(np.uint8))
+        ImageDraw.Draw(thick).line([(280, 250), (280 + digit_size[0], 250), (280 + digit_size[0] // 3,
+                                                                          250 + digit_size[1])], fill=20, width=width)
+        sheet = np.asarray(thick, dtype=np.float64)
+    at = np.arange(side)
+    dark = np.exp(-((at[:, None] - centre[0]) ** 2 + (at[None, :] - centre[1]) ** 2) / (2 * 180.0 ** 2))
+    return (sheet * (1 - shadow * dark)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("centre", [(150, 450), (300, 300)])
+def test_a_shadow_across_a_photo_is_not_framed_with_its_small_digit(tmp_path, centre):
+    """A phone's shadow across the sheet (up and to the right of the digit, or over it) is ink to the
+    paper's fit (a plane and a radial term cannot follow it), and it was framed with the digit. At the
+    second look, ink broader than the strokes is shading and is removed: the digit is framed as
+    without the shadow."""
+    from digitscan.dataset import ScanDataset
+
+    for name, shadow in (("shadowed", 0.45), ("plain", 0.0)):
+        Image.fromarray(shadowed_sheet(shadow, centre)).save(tmp_path / f"{name}.png")
+    got, want = ScanDataset([str(tmp_path / "shadowed.png"), str(tmp_path / "plain.png")]).__getitems__([0, 1])
+    assert got.status == want.status == "ok" and got.pixels is not None and want.pixels is not None
+    assert got.decoded == want.decoded and got.decoded[0] > 2 * COARSE_SIDE  # both read at the second look
+    assert _overlap(got.pixels * STD + MEAN, want.pixels * STD + MEAN) > 0.9
+
+
+def test_a_thick_pen_is_not_taken_for_shading():
+    """What the second look removes as shading is broader than three times the strokes' half width: a
+    digit drawn with a marker over 40 px wide in a 256 px image (wider than SHADE_RADIUS of it) keeps
+    its strokes."""
+    from digitscan.preprocess import prepare_batch
+
+    thick = np.asarray(Image.fromarray(shadowed_sheet(0.0, digit_size=(250, 300), width=100)).resize((256, 256)))
+    plain, looked = prepare_batch([thick]), prepare_batch([thick], second_look=True)
+    assert _overlap(looked.pixels[0].numpy() * STD + MEAN, plain.pixels[0].numpy() * STD + MEAN) > 0.95
+
+
 def test_ink_split_by_an_empty_row_or_column_is_in_pieces_apart():
     from digitscan.preprocess import split_ink
 
@@ -442,7 +486,7 @@ def test_a_photo_is_prepared_alike_alone_and_beside_a_slightly_larger_one():
         np.testing.assert_allclose(batch[k].pixels, alone.pixels, atol=1e-3)  # float sums in another order
 
 
-@pytest.mark.parametrize("radius", [1, 5])
+@pytest.mark.parametrize("radius", [1, 2, 5, 16, 40])
 def test_spread_is_max_pooling_of_ink(radius):
     """The shifted-maxima stand-in for a stride-1 max pool (ink, labels: values not below 0) gives its
     numbers exactly, at the border too."""
