@@ -2,7 +2,8 @@
 
 Steps, after the same paper and polarity work as for single digits (`preprocess.ink_batch`):
 
-1. Erase a printed comb or box: thin lines along SEPARATOR_SHARE of the field's ink.
+1. Erase a printed comb or box: thin lines along SEPARATOR_SHARE of the field's ink; then shear the
+   ink upright by the hand's slant, so that the cuts below, straight down, follow the writing.
 2. Find the ink's connected pieces (on a grid of at most LABEL_ROWS rows).
 3. Merge pieces that share their columns and lie over one another (a 5's flag, a 4 drawn in two
    strokes), then drop specks.
@@ -10,7 +11,8 @@ Steps, after the same paper and polarity work as for single digits (`preprocess.
    model (the judge) is surest of both parts; join neighbours that the judge reads better together
    (a 0 or 4 in two strokes, a 7's bar beside its stem); with `digits`, merge the closest neighbours
    or cut the widest piece until there are that many.
-5. Frame each digit as a single digit is framed (`preprocess.frame`).
+5. Frame each digit as a single digit is framed (`preprocess.frame`); its box is given in the
+   field's own (slanted) pixels.
 """
 
 from __future__ import annotations
@@ -71,6 +73,11 @@ JOIN_GAP = 0.15
 """...and at most this share of it apart."""
 FRAME_CHUNK = 64
 """Crops framed together (`_frames`)."""
+SLANT_STEEP = 0.5
+"""The slant is measured on the edges of near-vertical strokes: edges whose slope across (columns per
+row) is at most this..."""
+SLANT_EDGE = 0.05
+"""...and whose ink changes by at least this from one pixel to the next but one."""
 
 
 @dataclass(frozen=True)
@@ -107,10 +114,21 @@ Judge = Callable[[torch.Tensor], torch.Tensor]
 @dataclass
 class _Field:
     ink: torch.Tensor
+    """Sheared upright (`_upright`): column x, row y here is column x - pad + slant (y - rows / 2) of the field."""
     labels: torch.Tensor
     pieces: list[Piece]
     height: float
     """The field's digit height: the median height of its pieces."""
+    slant: float = 0.0
+    pad: int = 0
+
+    def box(self, piece: Piece) -> tuple[int, int, int, int]:
+        """The piece's box (left, top, right, bottom; right and bottom one past) in the field's own pixels."""
+        rows, cols = self.ink.shape
+        ys, xs = _in(self.labels, piece.labels)[piece.top:piece.bottom, piece.left:piece.right].nonzero().unbind(1)
+        across = xs + piece.left - self.pad + self.slant * (ys + piece.top - rows / 2)
+        return (max(0, math.floor(float(across.min()))), piece.top,
+                min(cols - 2 * self.pad, math.floor(float(across.max())) + 1), piece.bottom)
 
     def crop(self, piece: Piece) -> torch.Tensor:
         """The piece's own ink, cut out to its box."""
@@ -148,7 +166,7 @@ def cut_fields(greys: Sequence[Grey], invert: Invert = "auto", digits: int | Non
     out, at = [], 0
     for found, (_, inverted, _) in zip(fields, inks, strict=True):
         pieces = found.pieces if found is not None else []
-        boxes = [(p.left, p.top, p.right, p.bottom) for p in pieces]
+        boxes = [found.box(p) for p in pieces] if found is not None else []
         out.append(CutField(pixels[at:at + len(pieces)] if pieces else None, boxes, inverted))
         at += len(pieces)
     return out
@@ -157,11 +175,44 @@ def cut_fields(greys: Sequence[Grey], invert: Invert = "auto", digits: int | Non
 def _found(inks: list[torch.Tensor]) -> list[_Field]:
     """Steps 1 to 3: each field's ink in pieces, left to right (the pieces of all found together)."""
     erased = [_drop_comb(ink) for ink in inks]
-    labels = _label([ink > FAINT_INK for ink in erased])
-    return [_field(ink, found) for ink, found in zip(erased, labels, strict=True)]
+    slants = [_slant(ink) for ink in erased]
+    upright = [_upright(ink, slant) for ink, slant in zip(erased, slants, strict=True)]
+    labels = _label([ink > FAINT_INK for ink, _ in upright])
+    return [_field(ink, found, slant, pad)
+            for (ink, pad), found, slant in zip(upright, labels, slants, strict=True)]
 
 
-def _field(ink: torch.Tensor, labels: torch.Tensor) -> _Field:
+def _slant(ink: torch.Tensor) -> float:
+    """The hand's slant, in columns per row (negative where the writing leans right): the median slope
+    of the edges of near-vertical strokes, each edge point weighed by its strength, on the ink smoothed
+    (an aliased stroke's steps would be too steep to count, and its flats upright)."""
+    padded = F.pad(ink[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    rows = padded[:, :-2] + padded[:, 1:-1] + padded[:, 2:]
+    ink = (rows[:-2] + rows[1:-1] + rows[2:]) / 9  # the mean of 3 x 3 (as shifted sums: conv2d is slower here)
+    across = ink[1:-1, 2:] - ink[1:-1, :-2]
+    down = ink[2:, 1:-1] - ink[:-2, 1:-1]
+    edge = (across.abs() >= SLANT_EDGE) & (down.abs() <= SLANT_STEEP * across.abs())
+    if not bool(edge.any()):
+        return 0.0
+    # An edge across a stroke that runs x = x0 + s y changes along (1, -s): down = -s across.
+    slopes, weights = (-down[edge] / across[edge]), across[edge].abs()
+    order = slopes.argsort()
+    cumulative = weights[order].cumsum(dim=0)
+    return float(slopes[order][int((cumulative < cumulative[-1] / 2).sum())])
+
+
+def _upright(ink: torch.Tensor, slant: float) -> tuple[torch.Tensor, int]:
+    """The ink sheared so that strokes that slant by `slant` stand upright, widened on both sides by
+    the columns it needs (`pad`, returned too); the middle row stays where it was."""
+    rows, cols = ink.shape
+    pad = math.ceil(abs(slant) * rows / 2) + 1
+    y = torch.arange(rows, dtype=torch.float32).view(rows, 1)
+    x = torch.arange(cols + 2 * pad, dtype=torch.float32).view(1, -1) - pad + slant * (y - rows / 2)
+    grid = torch.stack([(2 * x + 1) / cols - 1, ((2 * y + 1) / rows - 1).expand_as(x)], dim=-1)
+    return F.grid_sample(ink[None, None], grid[None], mode="bilinear", align_corners=False)[0, 0], pad
+
+
+def _field(ink: torch.Tensor, labels: torch.Tensor, slant: float = 0.0, pad: int = 0) -> _Field:
     """A field from its ink and the labels of its connected pieces: the pieces merged where they lie
     over one another, specks dropped."""
     pieces = _merge_overlapping(_pieces(ink, labels, [frozenset({int(k)}) for k in labels.unique() if k > 0]))
@@ -169,7 +220,7 @@ def _field(ink: torch.Tensor, labels: torch.Tensor) -> _Field:
         typical = float(np.median([p.mass for p in pieces]))
         pieces = [p for p in pieces if p.mass >= SPECK * typical]
     height = float(np.median([p.bottom - p.top for p in pieces])) if pieces else 0.0
-    return _Field(ink, labels, pieces, height)
+    return _Field(ink, labels, pieces, height, slant, pad)
 
 
 def _best_cuts(jobs: list[tuple[_Field, Piece]], judge: Judge | None,

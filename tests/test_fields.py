@@ -51,7 +51,7 @@ def test_example_fields_read_as_their_labels(runner):
     rows = list(csv.DictReader(result.stdout.splitlines()))
     assert [r["path"] for r in rows] == sorted(truth)
     right = sum(r["text"] == truth[r["path"]] for r in rows)
-    assert right >= 10  # 12 of 15 today: the touching pairs are the hard case
+    assert right >= 10  # 11 of 15 today: the touching pairs are the hard case
     combs = [r for r in rows if "comb" in r["path"]]
     assert [r["text"] for r in combs] == [truth[r["path"]] for r in combs]  # no box line read as a 1
     assert all(r["inverted"] == ("false" if "light_on_dark" in r["path"] else "true") for r in rows)
@@ -250,3 +250,49 @@ def test_a_narrow_piece_read_whole_with_doubt_is_offered_the_cut():
     grey = np.asarray(img)
     assert len(cut_fields([grey], judge=judge(0.3))[0].boxes) == 3
     assert len(cut_fields([grey], judge=judge(0.9))[0].boxes) == 2
+
+
+def _slanted(img: Image.Image, shear: float) -> Image.Image:
+    """The image sheared as a hand slants (the middle row stays; `shear` > 0 leans the writing right)."""
+    return img.transform(img.size, Image.Transform.AFFINE, (1, shear, -shear * img.height / 2, 0, 1, 0),
+                         resample=Image.Resampling.BILINEAR, fillcolor=235)
+
+
+def test_the_slant_of_the_hand_is_measured_and_boxes_are_in_the_fields_own_pixels():
+    """The slant (columns per row) comes from the near-vertical strokes, whatever the curves; the boxes,
+    found upright, are given in the slanted field's pixels: together they hold all its ink."""
+    field = _row_field(["one", "zero", "one", "zero"])
+    for shear in (-0.2, 0.0, 0.3):
+        grey = np.asarray(_slanted(field, shear))
+        ink = fields_module.ink_batch([grey], "auto", edges=False)[0][0]
+        assert abs(fields_module._slant(ink) + shear) < 0.05
+        cut = cut_fields([grey])[0]
+        assert len(cut.boxes) == 4
+        covered = np.zeros(grey.shape, dtype=bool)
+        for left, top, right, bottom in cut.boxes:
+            covered[top:bottom, left:right] = True
+        dark = grey < 128
+        assert dark[~covered].sum() <= 0.01 * dark.sum()
+
+
+def test_two_slanted_digits_that_touch_are_cut_along_the_slant(monkeypatch):
+    """Two 1s leaning right, joined by a stroke: every cut straight down the field leaves a part with
+    all of one and some of the other, or a leaning stroke (wide: the stand-in judge doubts it), so the
+    pair stayed whole; upright, a cut between them leaves two narrow strokes it is sure of."""
+    img = Image.new("L", (200, 110), 235)
+    draw = ImageDraw.Draw(img)
+    draw.line([(92, 20), (50, 90)], fill=20, width=8)
+    draw.line([(137, 20), (95, 90)], fill=20, width=8)
+    draw.line([(71, 55), (116, 55)], fill=20, width=6)
+
+    def judge(frames: torch.Tensor) -> torch.Tensor:
+        ink = frames > frames.amin()
+        wide = ink.any(dim=1).sum(dim=1) > 0.5 * ink.any(dim=2).sum(dim=1)
+        probs = torch.full((len(frames), 10), 0.01)
+        probs[:, 1] = torch.where(wide, torch.tensor(0.3), torch.tensor(0.95))
+        return probs
+
+    grey = np.asarray(img)
+    assert len(cut_fields([grey], judge=judge)[0].boxes) == 2
+    monkeypatch.setattr(fields_module, "_slant", lambda ink: 0.0)
+    assert len(cut_fields([grey], judge=judge)[0].boxes) == 1
