@@ -56,7 +56,9 @@ TIGHT_SIDES = 3
 """A steady dark level may be a tight crop's ink when both tones reach at least this many of the four
 edges (on the paper fit's coarse grid, a stroke's tip touching an edge can fall between grid points)."""
 LINE_SHARE = 24
-"""A ruled line is at most 1/LINE_SHARE of the image thick (and 3 px): a digit's own bar is thicker."""
+"""A ruled line is at most 1/LINE_SHARE of the image thick (and 3 px): a digit's own bar is thicker..."""
+LINE_EDGE = 0.5
+"""...counting the rows beside it inked across this share of the image (but a soft edge each side)."""
 FAINT_INK = 0.2
 """Ink (of the image's strongest) below this counts for nothing where the digit is located."""
 CLUTTER_GRID = 64
@@ -488,8 +490,8 @@ def _drop_ruled_lines(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> to
     """Erase the parts of a form's printed box that a cut cell keeps: straight lines along its edges.
 
     A ruled line is a run of at most a few rows (or columns) in the outer fifth of the image, each
-    inked across at least 90% of it. Tight crops under 40 px are left alone: there a digit's own bar
-    can span the frame.
+    inked across at least 90% of it, with the rows inked across LINE_EDGE of it that run on from them.
+    Tight crops under 40 px are left alone: there a digit's own bar can span the frame.
     """
     applies = torch.minimum(h, w) >= 40
     if not bool(applies.any()):
@@ -508,7 +510,14 @@ def _drop_ruled_lines(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> to
             count = hits.sum(dim=1, keepdim=True)
             lo = torch.where(hits, index, index.shape[1]).amin(dim=1, keepdim=True)
             hi = torch.where(hits, index, -1).amax(dim=1, keepdim=True)
-            printed = applies[:, None] & (count > 0) & (count <= torch.clamp(size // LINE_SHARE, min=3))
+            # Half-inked rows that run on from the line's count towards its thickness, less a soft edge
+            # each side: a tight crop's digit, whose bar along the edge tapers off over many rows, is no line.
+            half = coverage >= LINE_EDGE
+            after = torch.where(index <= hi, True, half).cumprod(dim=1).sum(dim=1, keepdim=True) - (hi + 1)
+            before = torch.where(index >= lo, True, half).flip(1).cumprod(dim=1).sum(dim=1, keepdim=True) - (
+                index.shape[1] - lo)
+            thickness = torch.maximum(count, hi - lo + 1 + after + before - 2)
+            printed = applies[:, None] & (count > 0) & (thickness <= torch.clamp(size // LINE_SHARE, min=3))
             keep[printed & (index >= lo - 1) & (index <= hi + 1)] = 0.0  # with the line's soft edges
         keeps.append(keep)
     rows, cols = keeps

@@ -437,6 +437,20 @@ def test_what_a_floor_leaves_on_the_sheet_is_not_taken_for_the_digit():
     assert _overlap(got.pixels * STD + MEAN, want.pixels * STD + MEAN) > 0.9
 
 
+def test_a_tight_crops_bar_along_the_edge_is_not_a_ruled_line():
+    """A 7 cut at its ink: its bar, a little tilted, runs along the top edge and is inked across the
+    image over only two or three rows, as a printed line is, and was erased with them. The half-inked
+    rows that run on from it make it too thick for a line: the crop is framed as the same 7 with a margin."""
+    img = Image.new("L", (120, 120), 235)
+    ImageDraw.Draw(img).line([(30, 20), (90, 26), (50, 100)], fill=20, width=9)
+    tight = img.crop(img.point(lambda v: 255 if v < 128 else 0).getbbox()).resize((64, 64), Image.BILINEAR)
+    margin = Image.new("L", (100, 100), 235)
+    margin.paste(tight, (18, 18))
+    got, want = prepare(np.asarray(tight)), prepare(np.asarray(margin))
+    assert got.pixels is not None and want.pixels is not None
+    assert _overlap(got.pixels * STD + MEAN, want.pixels * STD + MEAN) > 0.95
+
+
 def test_ruled_lines_along_two_edges_leave_a_digit_near_them_whole():
     """A cell cut a little askew, its rules along the left and bottom edges: the floor test must not
     take the left rule, which crosses the bottom's band, for depth of the bottom and erase the digit's
