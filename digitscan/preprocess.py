@@ -536,8 +536,7 @@ def _drop_border_clutter(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) ->
     border lies on the edge.
     """
     n, height, width = ink.shape
-    step = max(1, math.ceil(max(_grouped(height), _grouped(width)) / CLUTTER_GRID))
-    pooled = F.max_pool2d(ink.unsqueeze(1), step, ceil_mode=True)[:, 0] if step > 1 else ink
+    pooled, step = _clutter_grid(ink)
     on = pooled > FAINT_INK / 2
     gh, gw = (-(-h // step)).view(n, 1, 1), (-(-w // step)).view(n, 1, 1)
     # The strips along each image's four edges (the canvas is padded: the far edges vary).
@@ -568,7 +567,7 @@ def _drop_border_clutter(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) ->
         f = torch.nonzero(far).flatten()
         left = pooled[k[f]] * (erased[f] == 0)
         erased[f] = torch.maximum(erased[f], (~_middle_piece(left, gh[k[f]], gw[k[f]])).float())
-    cleaned = ink[k] * (1.0 - F.interpolate(erased.unsqueeze(1), scale_factor=step)[:, 0, :height, :width])
+    cleaned = ink[k] * (1.0 - _to_pixels(erased, step, ink.shape))
     ink = ink.clone()
     ink[k] = torch.where(far.view(-1, 1, 1), cleaned, ink[k])
     return ink
@@ -595,11 +594,21 @@ def _drop_shading(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.
 def _keep_digit(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Keep only the middle piece of the ink and what lies near it (`_middle_piece`), on a grid of at most
     CLUTTER_GRID points a side."""
+    pooled, step = _clutter_grid(ink)
+    return ink * _to_pixels(_middle_piece(pooled, -(-h // step), -(-w // step)).float(), step, ink.shape)
+
+
+def _clutter_grid(ink: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """N x H x W ink on a grid of at most CLUTTER_GRID points a side (each point the maximum of the
+    step x step pixels it stands for), and that step."""
     _, height, width = ink.shape
     step = max(1, math.ceil(max(_grouped(height), _grouped(width)) / CLUTTER_GRID))
-    pooled = F.max_pool2d(ink.unsqueeze(1), step, ceil_mode=True)[:, 0] if step > 1 else ink
-    keep = _middle_piece(pooled, -(-h // step), -(-w // step)).float().unsqueeze(1)
-    return ink * F.interpolate(keep, scale_factor=step)[:, 0, :height, :width]
+    return (F.max_pool2d(ink.unsqueeze(1), step, ceil_mode=True)[:, 0] if step > 1 else ink), step
+
+
+def _to_pixels(grid: torch.Tensor, step: int, shape: torch.Size) -> torch.Tensor:
+    """Values on `_clutter_grid`'s grid (N x gh x gw) back on the pixels of images of `shape` (N x H x W)."""
+    return F.interpolate(grid.unsqueeze(1), scale_factor=step)[:, 0, :shape[1], :shape[2]]
 
 
 def _middle_piece(ink: torch.Tensor, gh: torch.Tensor, gw: torch.Tensor) -> torch.Tensor:
