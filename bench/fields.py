@@ -4,6 +4,7 @@ holdout (never trained on) and from Semeion, in each kind of `synth.FIELD_LOOKS`
     python bench/fields.py --data ../shared/mnist --semeion ../shared/semeion
     python bench/fields.py --per-kind 100 --show-errors 5
     python bench/fields.py --weights tuned.pt
+    python bench/fields.py --kind touching --per-kind 500 --seed 11   # one kind (other draws than all kinds)
 
 Each field is read as a whole, as `digitscan run --field` reads it, without and with `--digits N`.
 Also prints the time per field against the time per single digit (both batched, in one process).
@@ -51,7 +52,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--show-errors", type=int, default=0, metavar="N")
     parser.add_argument("--weights", default=None, help="an archive other than the shipped weights")
+    parser.add_argument("--kind", action="append", choices=list(FIELD_LOOKS),
+                        help="only this kind of field (repeat for several; default: all)")
     args = parser.parse_args()
+    looks = {kind: FIELD_LOOKS[kind] for kind in args.kind or FIELD_LOOKS}
 
     images, labels = load_mnist(Path(args.data), train=True)
     sources = {"mnist": (images[-HOLDOUT:].numpy(), labels[-HOLDOUT:].numpy())}
@@ -60,7 +64,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     print(f"{'digits from':10s} {'kind':14s} {'len':>3s} {'n':>5s} {'exact':>7s} {'--digits':>8s} {'ms/field':>8s}")
     for source, (pool, truth) in sources.items():
-        for kind, look in FIELD_LOOKS.items():
+        for kind, look in looks.items():
             for length in (4, 6):
                 picks = [rng.choice(len(truth), size=length, replace=False) for _ in range(args.per_kind)]
                 fields = [field([pool[i] for i in pick], rng, look) for pick in picks]

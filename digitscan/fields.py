@@ -8,9 +8,10 @@ Steps, after the same paper and polarity work as for single digits (`preprocess.
 3. Merge pieces that share their columns and lie over one another (a 5's flag, a 4 drawn in two
    strokes), then drop specks.
 4. Cut a piece too wide for one digit (or a narrower one the model reads whole with doubt) where the
-   model (the judge) is surest of both parts; join neighbours that the judge reads better together
-   (a 0 or 4 in two strokes, a 7's bar beside its stem); with `digits`, merge the closest neighbours
-   or cut the widest piece until there are that many.
+   model (the judge) is surest of both parts, straight down or along a seam that winds between them;
+   join neighbours that the judge reads better together (a 0 or 4 in two strokes, a 7's bar beside
+   its stem); with `digits`, merge the closest neighbours or cut the widest piece until there are that
+   many.
 5. Frame each digit as a single digit is framed (`preprocess.frame`); its box is given in the
    field's own (slanted) pixels.
 """
@@ -65,7 +66,12 @@ MAX_SPLIT = 4
 CUT_FROM = 0.15
 """...each cut at least this share of the piece's width from its ends..."""
 CUT_TRIES = 6
-"""...the judge trying about this many places for it."""
+"""...the judge trying about this many places for it: a cut straight down through each, and one from
+top to bottom where it crosses the least ink..."""
+SEAM_REACH = 0.3
+"""...within this many times the digit height of the place, either way..."""
+SEAM_TURN = 0.01
+"""...each turn (a column left or right from one row to the next) costing as much as this much ink."""
 JOIN_WIDTH = 1.3
 """Neighbouring pieces may be one digit drawn in several strokes when together they are at most this
 many times the field's digit height wide..."""
@@ -82,7 +88,8 @@ SLANT_EDGE = 0.05
 
 @dataclass(frozen=True)
 class Piece:
-    """Part of a field's ink: the labels of its connected pieces, and the columns it takes of them."""
+    """Part of a field's ink: the labels of its connected pieces, and the cuts that bound it; its box
+    (columns left to right, rows top to bottom) and the sum of its ink."""
 
     labels: frozenset[int]
     left: int
@@ -91,6 +98,10 @@ class Piece:
     top: int
     bottom: int
     mass: float
+    after: tuple[int, ...] | None = None
+    """Where a cut runs left of it (`_seams`): in each row of the field, its first column (None: no cut)."""
+    before: tuple[int, ...] | None = None
+    """Where a cut runs right of it: in each row, the first column past it (None: no cut)."""
 
     @property
     def width(self) -> int:
@@ -122,17 +133,21 @@ class _Field:
     slant: float = 0.0
     pad: int = 0
 
+    def mask(self, piece: Piece) -> torch.Tensor:
+        """Where the piece's ink is: its labels' points, between the cuts that bound it."""
+        return _within(_in(self.labels, piece.labels), piece.after, piece.before)
+
     def box(self, piece: Piece) -> tuple[int, int, int, int]:
         """The piece's box (left, top, right, bottom; right and bottom one past) in the field's own pixels."""
         rows, cols = self.ink.shape
-        ys, xs = _in(self.labels, piece.labels)[piece.top:piece.bottom, piece.left:piece.right].nonzero().unbind(1)
+        ys, xs = self.mask(piece)[piece.top:piece.bottom, piece.left:piece.right].nonzero().unbind(1)
         across = xs + piece.left - self.pad + self.slant * (ys + piece.top - rows / 2)
         return (max(0, math.floor(float(across.min()))), piece.top,
                 min(cols - 2 * self.pad, math.floor(float(across.max())) + 1), piece.bottom)
 
     def crop(self, piece: Piece) -> torch.Tensor:
         """The piece's own ink, cut out to its box."""
-        return _crop(self.ink, _in(self.labels, piece.labels), piece)
+        return _crop(self.ink, self.mask(piece), piece)
 
 
 def cut_fields(greys: Sequence[Grey], invert: Invert = "auto", digits: int | None = None,
@@ -227,29 +242,37 @@ def _best_cuts(jobs: list[tuple[_Field, Piece]], judge: Judge | None,
                keep_whole: list[bool]) -> list[list[Piece]]:
     """For each (field, piece), the piece cut in two where the judge is surest of both halves (or the
     piece whole, where `keep_whole` allows it, when the judge is surer of it whole)."""
-    options: list[list[list[Piece]]] = []
-    masks = [_in(f.labels, piece.labels) for f, piece in jobs]
-    for (f, piece), whole, mask in zip(jobs, keep_whole, masks, strict=True):
-        lo, hi = piece.left + max(1, round(CUT_FROM * piece.width)), piece.right - max(1, round(CUT_FROM * piece.width))
+    ons, inks, places = [], [], []  # in each piece's box: its points, its ink, the columns to cut at
+    for f, piece in jobs:
+        box = (slice(piece.top, piece.bottom), slice(piece.left, piece.right))
+        on = f.mask(piece)[box]
+        ink = f.ink[box] * on
+        lo, hi = max(1, round(CUT_FROM * piece.width)), piece.width - max(1, round(CUT_FROM * piece.width))
         if judge is None:
-            profile = (f.ink * mask).sum(dim=0)
-            places = [lo + int(profile[lo:hi].argmin())] if hi > lo else []
+            at = [lo + int(ink.sum(dim=0)[lo:hi].argmin())] if hi > lo else []
         else:
-            places = list(range(lo, hi, max(1, (hi - lo) // CUT_TRIES)))
-        cuts = [c for c in _halves(f.ink, mask, piece, places) if min(p.mass for p in c) > 0]
-        options.append(([[piece]] if whole or not cuts else []) + cuts)
+            at = list(range(lo, hi, max(1, (hi - lo) // CUT_TRIES)))
+        ons.append(on.numpy())
+        inks.append(ink.numpy())
+        places.append(np.array(at, dtype=np.int64))
+    tried = [np.repeat(at[:, None], len(ink), axis=1) for ink, at in zip(inks, places, strict=True)]  # straight
+    if judge is not None and jobs:
+        seams = _seams(inks, places, [max(1, round(SEAM_REACH * f.height)) for f, _ in jobs])
+        tried = [np.concatenate(both) for both in zip(tried, seams, strict=True)]
+    options: list[list[list[tuple[Piece, torch.Tensor]]]] = []
+    for (f, piece), whole, points, ink_in_box, cuts_at in zip(jobs, keep_whole, ons, inks, tried, strict=True):
+        cuts = _halves(f, piece, points, ink_in_box, cuts_at)
+        options.append(([[(piece, torch.from_numpy(ink_in_box))]] if whole or not cuts else []) + cuts)
     if judge is None:
-        return [o[-1] for o in options]
-    crops = [_crop(f.ink, mask, p) for (f, _), mask, o in zip(jobs, masks, options, strict=True)
-             for parts in o for p in parts]
-    sure = judge(_frames(crops)).amax(dim=1).log().tolist()
-    chosen, at = [], 0
+        return [[p for p, _ in o[-1]] for o in options]
+    sure = judge(_frames([crop for o in options for parts in o for _, crop in parts])).amax(dim=1).log().tolist()
+    chosen, start = [], 0
     for o in options:
         scores = []
         for parts in o:
-            scores.append(sum(sure[at:at + len(parts)]))
-            at += len(parts)
-        chosen.append(o[max(range(len(o)), key=scores.__getitem__)])
+            scores.append(sum(sure[start:start + len(parts)]))
+            start += len(parts)
+        chosen.append([p for p, _ in o[max(range(len(o)), key=scores.__getitem__)]])
     return chosen
 
 
@@ -366,50 +389,90 @@ def _pieces(ink: torch.Tensor, labels: torch.Tensor, groups: list[frozenset[int]
     pieces = []
     for group in groups:
         mask = _in(labels, group)
-        pieces.append(_piece(ink, mask, group, 0, ink.shape[1]))
+        pieces.append(_piece(ink, mask, group))
     return sorted((p for p in pieces if p.mass > 0), key=lambda p: (p.left + p.right) / 2)
 
 
-def _piece(ink: torch.Tensor, mask: torch.Tensor, group: frozenset[int], left: int, right: int) -> Piece:
-    """The Piece of `mask`'s ink between columns left and right (its own extent within them)."""
-    part = mask[:, left:right]
-    rows, cols = part.any(dim=1).nonzero().flatten(), part.any(dim=0).nonzero().flatten()
+def _piece(ink: torch.Tensor, mask: torch.Tensor, group: frozenset[int]) -> Piece:
+    """The Piece of `mask`'s ink (the points of the labels `group`)."""
+    rows, cols = mask.any(dim=1).nonzero().flatten(), mask.any(dim=0).nonzero().flatten()
     if not len(cols):
-        return Piece(group, left, left, 0, 0, 0.0)
-    return Piece(group, left + int(cols[0]), left + int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1,
-                 float((ink[:, left:right] * part).sum()))
+        return Piece(group, 0, 0, 0, 0, 0.0)
+    return Piece(group, int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1, float((ink * mask).sum()))
 
 
-def _halves(ink: torch.Tensor, mask: torch.Tensor, piece: Piece, places: list[int]) -> list[list[Piece]]:
-    """The piece cut at each of the columns `places`: its left and right parts, as `_piece` gives
-    them, all cuts at once (running ink extents and masses along the piece's columns)."""
-    if not places:
-        return []
-    part = mask[:, piece.left:piece.right]
-    on = part.to(torch.uint8)
-    at = torch.tensor(places) - piece.left
-    # Rows with ink left of each cut, and from it rightwards.
-    left_rows, right_rows = on.cummax(dim=1).values[:, at - 1], on.flip(1).cummax(dim=1).values.flip(1)[:, at]
-    width = part.shape[1]
-    index = torch.arange(width)
-    inked = part.any(dim=0)
-    last_upto = torch.where(inked, index, -1).cummax(dim=0).values
-    first_from = torch.where(inked, index, width).flip(0).cummin(dim=0).values.flip(0)
-    mass = (ink[:, piece.left:piece.right] * part).sum(dim=0).cumsum(dim=0)
-    cuts = []
-    for k, c in enumerate(at.tolist()):
-        halves = []
-        for rows, first, last, weight, start in (
-                (left_rows[:, k], int(first_from[0]), int(last_upto[c - 1]), float(mass[c - 1]), 0),
-                (right_rows[:, k], int(first_from[c]), int(last_upto[-1]), float(mass[-1] - mass[c - 1]), c)):
-            if first > last or first >= width:
-                halves.append(Piece(piece.labels, piece.left + start, piece.left + start, 0, 0, 0.0))
-                continue
-            ys = rows.nonzero().flatten()
-            halves.append(Piece(piece.labels, piece.left + first, piece.left + last + 1, int(ys[0]), int(ys[-1]) + 1,
-                                weight))
-        cuts.append(halves)
-    return cuts
+def _halves(f: _Field, piece: Piece, on: np.ndarray, ink: np.ndarray,
+            seams: np.ndarray) -> list[list[tuple[Piece, torch.Tensor]]]:
+    """The piece (its points `on` and its `ink`, in its box) cut along each of the `seams` (in each of
+    its rows, the first column right of the cut): its left and right parts with their crops (as `_crop`
+    gives them), for each way of parting its points that leaves some on both sides."""
+    lefts = on[None] & (np.arange(on.shape[1]) < seams[:, :, None])
+    partings = {np.packbits(left).tobytes(): k for k, left in reversed(list(enumerate(lefts)))
+                if left.any() and (on & ~left).any()}
+    kept = sorted(partings.values())  # of the cuts that part the points alike, the first
+    seams, lefts = seams[kept], lefts[kept]
+    sides = [(points, *_extents(np.logical_or.reduce(points, axis=2)), *_extents(np.logical_or.reduce(points, axis=1)))
+             for points in (lefts, on[None] & ~lefts)]
+    # Above and below the piece's rows, each cut runs on straight.
+    rows = f.ink.shape[0]
+    cuts = np.concatenate([np.repeat(seams[:, :1], piece.top, axis=1), seams,
+                           np.repeat(seams[:, -1:], rows - piece.bottom, axis=1)], axis=1) + piece.left
+    out = []
+    for k, cut in enumerate(cuts):
+        before = cut if piece.before is None else np.minimum(cut, piece.before)
+        after = cut if piece.after is None else np.maximum(cut, piece.after)
+        parts = []
+        bounds = ((piece.after, tuple(before.tolist())), (tuple(after.tolist()), piece.before))
+        for (points, tops, bottoms, firsts, lasts), (start, end) in zip(sides, bounds, strict=True):
+            top, bottom, left, right = int(tops[k]), int(bottoms[k]), int(firsts[k]), int(lasts[k])
+            crop = ink[top:bottom, left:right] * points[k, top:bottom, left:right]
+            parts.append((Piece(piece.labels, piece.left + left, piece.left + right, piece.top + top,
+                                piece.top + bottom, float(crop.sum()), start, end), torch.from_numpy(crop)))
+        out.append(parts)
+    return out
+
+
+def _extents(inked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each line of flags (N x L, each with a flag set), the first set and one past the last."""
+    return inked.argmax(axis=1), inked.shape[1] - inked[:, ::-1].argmax(axis=1)
+
+
+def _seams(inks: list[np.ndarray], places: list[np.ndarray], reaches: list[int]) -> list[np.ndarray]:
+    """For each of the columns `places` of each ink, the cut from its top row to its bottom one that
+    crosses the least ink, moving at most one column from row to row and at most `reach` from the place
+    (a straight cut where that is as good): in each row, the first column right of the cut. All are
+    found together, the shorter inks padded below with rows that cost nothing."""
+    rows, reach = max(ink.shape[0] for ink in inks), max(reaches)
+    offsets = np.arange(-reach, reach + 1)
+    columns, costs = [], []
+    for ink, at, own in zip(inks, places, reaches, strict=True):
+        height, width = ink.shape
+        column = at[:, None] + offsets[None, :]
+        allowed = (abs(offsets) <= own) & (column >= 1) & (column < width)
+        cost = np.where(allowed, ink[:, column.clip(0, width - 1)], np.inf)
+        columns.append(column)
+        costs.append(np.pad(cost.astype(np.float32), ((0, rows - height), (0, 0), (0, 0))))
+    cost = np.concatenate(costs, axis=1)  # rows x cuts x columns
+    total, came = cost[0], np.zeros(cost.shape, dtype=np.int8)  # came: the column a cut came from, -1, 0 or 1
+    left, right = np.full_like(total, np.inf), np.full_like(total, np.inf)
+    for row in range(1, rows):
+        left[:, 1:] = total[:, :-1] + SEAM_TURN
+        right[:, :-1] = total[:, 1:] + SEAM_TURN
+        best = np.minimum(np.minimum(left, total), right)
+        came[row] = np.where(best == total, 0, np.where(best == left, -1, 1))
+        total = best + cost[row]
+    which = np.arange(cost.shape[1])
+    at = total.argmin(axis=1)
+    path = np.empty((cost.shape[1], rows), dtype=np.int64)
+    for row in range(rows - 1, -1, -1):
+        path[:, row] = at
+        at = at + came[row, which, at]
+    seams, start = [], 0
+    for ink, column in zip(inks, columns, strict=True):
+        cut = path[start:start + len(column), :ink.shape[0]]
+        seams.append(np.take_along_axis(column, cut, axis=1))
+        start += len(column)
+    return seams
 
 
 def _in(labels: torch.Tensor, group: frozenset[int]) -> torch.Tensor:
@@ -440,8 +503,9 @@ def _merge_overlapping(pieces: list[Piece]) -> list[Piece]:
 
 
 def _union(a: Piece, b: Piece) -> Piece:
+    """Pieces `a` and `b` (`a` the left one) as one."""
     return Piece(a.labels | b.labels, min(a.left, b.left), max(a.right, b.right), min(a.top, b.top),
-                 max(a.bottom, b.bottom), a.mass + b.mass)
+                 max(a.bottom, b.bottom), a.mass + b.mass, a.after, b.before)
 
 
 def _may_hold_several(piece: Piece, height: float) -> bool:
@@ -460,6 +524,16 @@ def _to_count(f: _Field, digits: int, judge: Judge | None) -> None:
         if len(parts) < 2:
             break
         f.pieces[k:k + 1] = parts
+
+
+def _within(mask: torch.Tensor, after: tuple[int, ...] | None, before: tuple[int, ...] | None) -> torch.Tensor:
+    """`mask`'s points right of the cut `after` and left of the cut `before` (where they are not None)."""
+    columns = torch.arange(mask.shape[1]).view(1, -1)
+    if after is not None:
+        mask = mask & (columns >= torch.tensor(after).view(-1, 1))
+    if before is not None:
+        mask = mask & (columns < torch.tensor(before).view(-1, 1))
+    return mask
 
 
 def _crop(ink: torch.Tensor, mask: torch.Tensor, piece: Piece) -> torch.Tensor:
