@@ -55,7 +55,7 @@ SPECK = 0.1
 SPLIT_ASPECT = 1.0
 """A piece wider than this many times the field's digit height may hold several digits (the judge
 says whether it does)..."""
-WHOLE_MAX = 1.5
+WHOLE_MAX = 2.0
 """...and one wider than this many times does: it is cut whatever the judge says of it whole."""
 DOUBT_ASPECT = 0.7
 """A piece between this many times the digit height and SPLIT_ASPECT wide may hold two narrow digits..."""

@@ -287,6 +287,28 @@ def test_a_narrow_piece_read_whole_with_doubt_is_offered_the_cut():
     assert len(cut_fields([grey], judge=judge(0.9))[0].boxes) == 2
 
 
+def test_a_digit_with_a_long_bar_is_kept_whole_where_the_judge_is_sure_of_it(monkeypatch):
+    """A 7 whose bar runs long is up to twice as wide as it is tall (WHOLE_MAX): whole, where the judge
+    is surer of it than of any two parts; a piece wider than that is cut whatever the judge says."""
+    img = Image.new("L", (260, 110), 235)
+    draw = ImageDraw.Draw(img)
+    draw.line([(20, 20), (130, 20), (95, 90)], fill=20, width=7)  # about 1.6 times as wide as tall
+    draw.line([(200, 20), (200, 90)], fill=20, width=7)  # a 1, for the field's digit height
+
+    def judge(frames: torch.Tensor) -> torch.Tensor:
+        ink = frames > frames.amin()
+        cols, rows = ink.any(dim=1).sum(dim=1), ink.any(dim=2).sum(dim=1)
+        probs = torch.full((len(frames), 10), 0.01)
+        probs[:, 7] = torch.where(cols >= 1.4 * rows, torch.tensor(0.99), torch.tensor(0.3))  # sure of it whole
+        probs[:, 1] = torch.where(cols <= 0.5 * rows, torch.tensor(0.99), torch.tensor(0.01))
+        return probs
+
+    grey = np.asarray(img)
+    assert len(cut_fields([grey], judge=judge)[0].boxes) == 2
+    monkeypatch.setattr(fields_module, "WHOLE_MAX", 1.5)
+    assert len(cut_fields([grey], judge=judge)[0].boxes) == 3
+
+
 def _slanted(img: Image.Image, shear: float) -> Image.Image:
     """The image sheared as a hand slants (the middle row stays; `shear` > 0 leans the writing right)."""
     return img.transform(img.size, Image.Transform.AFFINE, (1, shear, -shear * img.height / 2, 0, 1, 0),
