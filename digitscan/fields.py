@@ -72,6 +72,10 @@ SEAM_REACH = 0.3
 """...within this many times the digit height of the place, either way..."""
 SEAM_TURN = 0.01
 """...each turn (a column left or right from one row to the next) costing as much as this much ink."""
+CUT_COST = 0.05
+"""A cut must beat the piece whole by this much (the sum of its parts' log confidences against the
+whole's): the model reads a part of a wide digit (half an 8, a 2's curl) about as surely as a digit,
+so where both read about as sure, one digit is likelier than two."""
 JOIN_WIDTH = 1.3
 """Neighbouring pieces may be one digit drawn in several strokes when together they are at most this
 many times the field's digit height wide..."""
@@ -241,7 +245,7 @@ def _field(ink: torch.Tensor, labels: torch.Tensor, slant: float = 0.0, pad: int
 def _best_cuts(jobs: list[tuple[_Field, Piece]], judge: Judge | None,
                keep_whole: list[bool]) -> list[list[Piece]]:
     """For each (field, piece), the piece cut in two where the judge is surest of both halves (or the
-    piece whole, where `keep_whole` allows it, when the judge is surer of it whole)."""
+    piece whole, where `keep_whole` allows it, when the judge is surer of it whole, CUT_COST given)."""
     ons, inks, places = [], [], []  # in each piece's box: its points, its ink, the columns to cut at
     for f, piece in jobs:
         box = (slice(piece.top, piece.bottom), slice(piece.left, piece.right))
@@ -270,7 +274,7 @@ def _best_cuts(jobs: list[tuple[_Field, Piece]], judge: Judge | None,
     for o in options:
         scores = []
         for parts in o:
-            scores.append(sum(sure[start:start + len(parts)]))
+            scores.append(sum(sure[start:start + len(parts)]) - CUT_COST * (len(parts) > 1))
             start += len(parts)
         chosen.append([p for p, _ in o[max(range(len(o)), key=scores.__getitem__)]])
     return chosen

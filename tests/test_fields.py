@@ -309,6 +309,29 @@ def test_a_digit_with_a_long_bar_is_kept_whole_where_the_judge_is_sure_of_it(mon
     assert len(cut_fields([grey], judge=judge)[0].boxes) == 3
 
 
+def test_a_wide_digit_whose_halves_read_about_as_surely_stays_whole(monkeypatch):
+    """A wide 0 (wider than tall) that the judge reads at 0.97, its halves each at 0.99 (a part of a
+    wide digit reads as surely as a digit): the cut gains less than CUT_COST, so it stays one digit."""
+    img = Image.new("L", (240, 110), 235)
+    draw = ImageDraw.Draw(img)
+    draw.ellipse([(20, 20), (110, 90)], outline=20, width=7)
+    draw.line([(180, 20), (180, 90)], fill=20, width=7)  # a 1, for the field's digit height
+
+    def judge(frames: torch.Tensor) -> torch.Tensor:
+        ink = frames > frames.amin()
+        cols, rows = ink.any(dim=1).sum(dim=1), ink.any(dim=2).sum(dim=1)
+        probs = torch.full((len(frames), 10), 0.001)
+        wide = cols >= 0.9 * rows
+        probs[:, 0] = torch.where(wide, torch.tensor(0.97), torch.tensor(0.001))
+        probs[:, 1] = torch.where(wide, torch.tensor(0.001), torch.tensor(0.99))
+        return probs
+
+    grey = np.asarray(img)
+    assert len(cut_fields([grey], judge=judge)[0].boxes) == 2
+    monkeypatch.setattr(fields_module, "CUT_COST", 0.0)
+    assert len(cut_fields([grey], judge=judge)[0].boxes) == 3
+
+
 def _slanted(img: Image.Image, shear: float) -> Image.Image:
     """The image sheared as a hand slants (the middle row stays; `shear` > 0 leans the writing right)."""
     return img.transform(img.size, Image.Transform.AFFINE, (1, shear, -shear * img.height / 2, 0, 1, 0),
