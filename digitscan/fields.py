@@ -65,7 +65,7 @@ MAX_SPLIT = 4
 """A piece is cut into at most this many digits (in rounds of cuts in two)..."""
 CUT_FROM = 0.15
 """...each cut at least this share of the piece's width from its ends..."""
-CUT_TRIES = 6
+CUT_TRIES = 4
 """...the judge trying about this many places for it: a cut straight down through each, and one from
 top to bottom where it crosses the least ink..."""
 SEAM_REACH = 0.3
