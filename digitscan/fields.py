@@ -137,21 +137,28 @@ class _Field:
     slant: float = 0.0
     pad: int = 0
 
-    def mask(self, piece: Piece) -> torch.Tensor:
-        """Where the piece's ink is: its labels' points, between the cuts that bound it."""
-        return _within(_in(self.labels, piece.labels), piece.after, piece.before)
+    def points(self, piece: Piece) -> torch.Tensor:
+        """Where the piece's ink is, within its box: its labels' points, between the cuts that bound it."""
+        rows, cols = slice(piece.top, piece.bottom), slice(piece.left, piece.right)
+        on = _in(self.labels[rows, cols], piece.labels)
+        columns = torch.arange(piece.left, piece.right).view(1, -1)
+        if piece.after is not None:
+            on &= columns >= torch.tensor(piece.after[rows]).view(-1, 1)
+        if piece.before is not None:
+            on &= columns < torch.tensor(piece.before[rows]).view(-1, 1)
+        return on
 
     def box(self, piece: Piece) -> tuple[int, int, int, int]:
         """The piece's box (left, top, right, bottom; right and bottom one past) in the field's own pixels."""
         rows, cols = self.ink.shape
-        ys, xs = self.mask(piece)[piece.top:piece.bottom, piece.left:piece.right].nonzero().unbind(1)
+        ys, xs = self.points(piece).nonzero().unbind(1)
         across = xs + piece.left - self.pad + self.slant * (ys + piece.top - rows / 2)
         return (max(0, math.floor(float(across.min()))), piece.top,
                 min(cols - 2 * self.pad, math.floor(float(across.max())) + 1), piece.bottom)
 
     def crop(self, piece: Piece) -> torch.Tensor:
         """The piece's own ink, cut out to its box."""
-        return _crop(self.ink, self.mask(piece), piece)
+        return self.ink[piece.top:piece.bottom, piece.left:piece.right] * self.points(piece)
 
 
 def cut_fields(greys: Sequence[Grey], invert: Invert = "auto", digits: int | None = None,
@@ -248,9 +255,8 @@ def _best_cuts(jobs: list[tuple[_Field, Piece]], judge: Judge | None,
     piece whole, where `keep_whole` allows it, when the judge is surer of it whole, CUT_COST given)."""
     ons, inks, places = [], [], []  # in each piece's box: its points, its ink, the columns to cut at
     for f, piece in jobs:
-        box = (slice(piece.top, piece.bottom), slice(piece.left, piece.right))
-        on = f.mask(piece)[box]
-        ink = f.ink[box] * on
+        on = f.points(piece)
+        ink = f.ink[piece.top:piece.bottom, piece.left:piece.right] * on
         lo, hi = max(1, round(CUT_FROM * piece.width)), piece.width - max(1, round(CUT_FROM * piece.width))
         if judge is None:
             at = [lo + int(ink.sum(dim=0)[lo:hi].argmin())] if hi > lo else []
@@ -408,7 +414,7 @@ def _piece(ink: torch.Tensor, mask: torch.Tensor, group: frozenset[int]) -> Piec
 def _halves(f: _Field, piece: Piece, on: np.ndarray, ink: np.ndarray,
             seams: np.ndarray) -> list[list[tuple[Piece, torch.Tensor]]]:
     """The piece (its points `on` and its `ink`, in its box) cut along each of the `seams` (in each of
-    its rows, the first column right of the cut): its left and right parts with their crops (as `_crop`
+    its rows, the first column right of the cut): its left and right parts with their crops (as `_Field.crop`
     gives them), for each way of parting its points that leaves some on both sides."""
     lefts = on[None] & (np.arange(on.shape[1]) < seams[:, :, None])
     partings = {np.packbits(left).tobytes(): k for k, left in reversed(list(enumerate(lefts)))
@@ -528,22 +534,6 @@ def _to_count(f: _Field, digits: int, judge: Judge | None) -> None:
         if len(parts) < 2:
             break
         f.pieces[k:k + 1] = parts
-
-
-def _within(mask: torch.Tensor, after: tuple[int, ...] | None, before: tuple[int, ...] | None) -> torch.Tensor:
-    """`mask`'s points right of the cut `after` and left of the cut `before` (where they are not None)."""
-    columns = torch.arange(mask.shape[1]).view(1, -1)
-    if after is not None:
-        mask = mask & (columns >= torch.tensor(after).view(-1, 1))
-    if before is not None:
-        mask = mask & (columns < torch.tensor(before).view(-1, 1))
-    return mask
-
-
-def _crop(ink: torch.Tensor, mask: torch.Tensor, piece: Piece) -> torch.Tensor:
-    """The piece's own ink (`mask`: its labels' points), cut out to its box."""
-    box = (slice(piece.top, piece.bottom), slice(piece.left, piece.right))
-    return ink[box] * mask[box]
 
 
 def _frames(crops: list[torch.Tensor]) -> torch.Tensor:

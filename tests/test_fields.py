@@ -216,16 +216,22 @@ def test_the_parts_of_each_cut_are_the_pieces_the_fields_masks_give():
     img = np.asarray(_strokes_field(["zero", "seven", "one"]).rotate(8, fillcolor=235))
     f = fields_module._found([fields_module.ink_batch([img], "auto", edges=False)[0][0]])[0]
     checked = 0
+
+    def in_field(piece: fields_module.Piece) -> torch.Tensor:
+        """The piece's points (`_Field.points`, in its box) placed in the whole field."""
+        out = torch.zeros_like(f.labels, dtype=torch.bool)
+        out[piece.top:piece.bottom, piece.left:piece.right] = f.points(piece)
+        return out
+
     for piece in f.pieces:
-        box = (slice(piece.top, piece.bottom), slice(piece.left, piece.right))
-        on = f.mask(piece)[box]
-        ink = (f.ink[box] * on).numpy()
+        on = f.points(piece)
+        ink = f.crop(piece).numpy()
         places = np.arange(1, piece.width)
         seams = fields_module._seams([ink], [places], [5])[0]
         straight = np.repeat(places[:, None], piece.bottom - piece.top, axis=1)
         for parts in fields_module._halves(f, piece, on.numpy(), ink, np.concatenate([straight, seams])):
-            masks = [f.mask(part) for part, _ in parts]
-            assert not (masks[0] & masks[1]).any() and torch.equal(masks[0] | masks[1], f.mask(piece))
+            masks = [in_field(part) for part, _ in parts]
+            assert not (masks[0] & masks[1]).any() and torch.equal(masks[0] | masks[1], in_field(piece))
             for (part, crop), mask in zip(parts, masks, strict=True):
                 want = fields_module._piece(f.ink, mask, part.labels)
                 assert (part.left, part.right, part.top, part.bottom) == (want.left, want.right, want.top, want.bottom)
