@@ -115,11 +115,13 @@ class Piece:
 @dataclass(frozen=True)
 class CutField:
     """A field cut into digits: `pixels` holds k normalised 28 x 28 frames, left to right (None when
-    blank), `boxes` each digit's (left, top, right, bottom) in the decoded image's pixels."""
+    blank), `boxes` each digit's (left, top, right, bottom) in the decoded image's pixels, `probs`
+    the judge's k x 10 probabilities (None when blank or cut without a judge)."""
 
     pixels: np.ndarray | None
     boxes: list[tuple[int, int, int, int]]
     inverted: bool
+    probs: np.ndarray | None = None
 
 
 Judge = Callable[[torch.Tensor], torch.Tensor]
@@ -170,30 +172,38 @@ def cut_fields(greys: Sequence[Grey], invert: Invert = "auto", digits: int | Non
     made = iter(_found([ink for ink, _, blank in inks if not blank]))
     fields = [None if blank else next(made) for _, _, blank in inks]
     live = [f for f in fields if f is not None and f.pieces]
-    whole: set[Piece] = set()  # judged whole already: the judge would say so again
+    reads = _Reads(judge) if judge is not None else None
+    whole: set[tuple[int, Piece]] = set()  # kept whole already: the judge would say so again
     for _ in range(MAX_SPLIT - 1):
         wide = [(f, k) for f in live for k, p in enumerate(f.pieces)
-                if _may_hold_several(p, f.height) and p not in whole]
+                if _may_hold_several(p, f.height) and (id(f), p) not in whole]
         if not wide:
             break
-        choices = _best_cuts([(f, f.pieces[k]) for f, k in wide], judge,
+        choices = _best_cuts([(f, f.pieces[k]) for f, k in wide], reads,
                              keep_whole=[f.pieces[k].width <= WHOLE_MAX * f.height for f, k in wide])
         for (f, k), parts in sorted(zip(wide, choices, strict=True), key=lambda fk: -fk[0][1]):
-            whole.update(parts if len(parts) == 1 else ())
+            whole.update((id(f), p) for p in parts if len(parts) == 1)
             f.pieces[k:k + 1] = parts
-    if judge is not None:
-        _cut_doubtful(live, judge)
-        _join_strokes(live, judge)
+    if reads is not None:
+        _cut_doubtful(live, reads)
+        _join_strokes(live, reads)
     if digits is not None:
         for f in live:
-            _to_count(f, digits, judge)
-    crops = [f.crop(p) for f in live for p in f.pieces]
-    pixels = _frames(crops).numpy() if crops else np.empty((0, FRAME, FRAME))
+            _to_count(f, digits, reads)
+    found_pieces = [(f, p) for f in live for p in f.pieces]
+    probs = None
+    if reads is not None and found_pieces:
+        reads.sure(found_pieces)
+        pixels = torch.stack([reads.seen[id(f), p][0] for f, p in found_pieces]).numpy()
+        probs = torch.stack([reads.seen[id(f), p][1] for f, p in found_pieces]).numpy()
+    else:
+        pixels = _frames([f.crop(p) for f, p in found_pieces]).numpy()
     out, at = [], 0
     for found, (_, inverted, _) in zip(fields, inks, strict=True):
         pieces = found.pieces if found is not None else []
         boxes = [found.box(p) for p in pieces] if found is not None else []
-        out.append(CutField(pixels[at:at + len(pieces)] if pieces else None, boxes, inverted))
+        out.append(CutField(pixels[at:at + len(pieces)] if pieces else None, boxes, inverted,
+                            probs[at:at + len(pieces)] if pieces and probs is not None else None))
         at += len(pieces)
     return out
 
@@ -249,16 +259,47 @@ def _field(ink: torch.Tensor, labels: torch.Tensor, slant: float = 0.0, pad: int
     return _Field(ink, labels, pieces, height, slant, pad)
 
 
-def _best_cuts(jobs: list[tuple[_Field, Piece]], judge: Judge | None,
+class _Reads:
+    """The judge's reading of pieces of fields, each piece framed once however often the steps ask of
+    it, and each frame judged once (pieces a few faint points apart frame alike): its frame and ten
+    probabilities."""
+
+    def __init__(self, judge: Judge) -> None:
+        self.judge = judge
+        self.seen: dict[tuple[int, Piece], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.judged: dict[bytes, torch.Tensor] = {}
+
+    def sure(self, asked: Sequence[tuple[_Field, Piece]], crops: Sequence[torch.Tensor] | None = None) -> list[float]:
+        """The log confidence in each (field, piece) asked (`crops`: their crops, where already cut out)."""
+        new = {(id(f), p): k for k, (f, p) in enumerate(asked) if (id(f), p) not in self.seen}
+        if new:
+            frames = _frames([crops[k] if crops is not None else asked[k][0].crop(asked[k][1]) for k in new.values()])
+            keys = [frame.numpy().tobytes() for frame in frames]
+            unjudged = {key: frame for key, frame in zip(keys, frames, strict=True) if key not in self.judged}
+            if unjudged:
+                self.judged |= zip(unjudged, self.judge(torch.stack(list(unjudged.values()))), strict=True)
+            self.seen |= {piece: (frame, self.judged[key]) for piece, frame, key in zip(new, frames, keys, strict=True)}
+        return [math.log(float(self.seen[id(f), p][1].max())) for f, p in asked]
+
+
+def _best_cuts(jobs: list[tuple[_Field, Piece]], reads: _Reads | None,
                keep_whole: list[bool]) -> list[list[Piece]]:
     """For each (field, piece), the piece cut in two where the judge is surest of both halves (or the
-    piece whole, where `keep_whole` allows it, when the judge is surer of it whole, CUT_COST given)."""
+    piece whole, where `keep_whole` allows it, when the judge is surer of it whole, CUT_COST given);
+    without a judge, cut through the column with the least ink."""
+    whole = [-math.inf] * len(jobs)  # the log confidence in each piece read whole, where it may stay whole
+    kept = [k for k, keep in enumerate(keep_whole) if keep]
+    if reads is not None and kept:
+        for k, log in zip(kept, reads.sure([jobs[k] for k in kept]), strict=True):
+            whole[k] = log
+    # A cut scores at most -CUT_COST: a piece read whole surer than that stays whole, its cuts untried.
+    open_ = [k for k in range(len(jobs)) if whole[k] < -CUT_COST]
     ons, inks, places = [], [], []  # in each piece's box: its points, its ink, the columns to cut at
-    for f, piece in jobs:
+    for f, piece in (jobs[k] for k in open_):
         on = f.points(piece)
         ink = f.ink[piece.top:piece.bottom, piece.left:piece.right] * on
         lo, hi = max(1, round(CUT_FROM * piece.width)), piece.width - max(1, round(CUT_FROM * piece.width))
-        if judge is None:
+        if reads is None:
             at = [lo + int(ink.sum(dim=0)[lo:hi].argmin())] if hi > lo else []
         else:
             at = list(range(lo, hi, max(1, (hi - lo) // CUT_TRIES)))
@@ -266,27 +307,29 @@ def _best_cuts(jobs: list[tuple[_Field, Piece]], judge: Judge | None,
         inks.append(ink.numpy())
         places.append(np.array(at, dtype=np.int64))
     tried = [np.repeat(at[:, None], len(ink), axis=1) for ink, at in zip(inks, places, strict=True)]  # straight
-    if judge is not None and jobs:
-        seams = _seams(inks, places, [max(1, round(SEAM_REACH * f.height)) for f, _ in jobs])
+    if reads is not None and open_:
+        seams = _seams(inks, places, [max(1, round(SEAM_REACH * jobs[k][0].height)) for k in open_])
         tried = [np.concatenate(both) for both in zip(tried, seams, strict=True)]
-    options: list[list[list[tuple[Piece, torch.Tensor]]]] = []
-    for (f, piece), whole, points, ink_in_box, cuts_at in zip(jobs, keep_whole, ons, inks, tried, strict=True):
-        cuts = _halves(f, piece, points, ink_in_box, cuts_at)
-        options.append(([[(piece, torch.from_numpy(ink_in_box))]] if whole or not cuts else []) + cuts)
-    if judge is None:
-        return [[p for p, _ in o[-1]] for o in options]
-    sure = judge(_frames([crop for o in options for parts in o for _, crop in parts])).amax(dim=1).log().tolist()
-    chosen, start = [], 0
-    for o in options:
-        scores = []
-        for parts in o:
-            scores.append(sum(sure[start:start + len(parts)]) - CUT_COST * (len(parts) > 1))
-            start += len(parts)
-        chosen.append([p for p, _ in o[max(range(len(o)), key=scores.__getitem__)]])
+    cuts = [_halves(*jobs[k], points, ink_in_box, cuts_at)
+            for k, points, ink_in_box, cuts_at in zip(open_, ons, inks, tried, strict=True)]
+    chosen = [[piece] for _, piece in jobs]
+    if reads is None:
+        for k, options in zip(open_, cuts, strict=True):
+            chosen[k] = [p for p, _ in options[-1]] if options else chosen[k]
+        return chosen
+    parts = [(jobs[k][0], part, crop) for k, options in zip(open_, cuts, strict=True)
+             for option in options for part, crop in option]
+    sure = iter(reads.sure([(f, part) for f, part, _ in parts], [crop for _, _, crop in parts]))
+    for k, options in zip(open_, cuts, strict=True):
+        best = whole[k]
+        for option in options:
+            score = sum(next(sure) for _ in option) - CUT_COST
+            if score > best:
+                best, chosen[k] = score, [part for part, _ in option]
     return chosen
 
 
-def _cut_doubtful(fields: list[_Field], judge: Judge) -> None:
+def _cut_doubtful(fields: list[_Field], reads: _Reads) -> None:
     """Offer the cut to pieces a little narrower than SPLIT_ASPECT (from DOUBT_ASPECT) that the judge
     reads whole below DOUBT_SURE: two narrow digits that touch (the model is taught that two digits
     framed as one are no digit, `augment.pairs`)."""
@@ -294,37 +337,31 @@ def _cut_doubtful(fields: list[_Field], judge: Judge) -> None:
               if DOUBT_ASPECT * f.height < p.width <= SPLIT_ASPECT * f.height]
     if not narrow:
         return
-    sure = judge(_frames([f.crop(f.pieces[k]) for f, k in narrow])).amax(dim=1).tolist()
-    doubtful = [fk for fk, c in zip(narrow, sure, strict=True) if c < DOUBT_SURE]
+    sure = reads.sure([(f, f.pieces[k]) for f, k in narrow])
+    doubtful = [fk for fk, s in zip(narrow, sure, strict=True) if s < math.log(DOUBT_SURE)]
     if not doubtful:
         return
-    choices = _best_cuts([(f, f.pieces[k]) for f, k in doubtful], judge, keep_whole=[True] * len(doubtful))
+    choices = _best_cuts([(f, f.pieces[k]) for f, k in doubtful], reads, keep_whole=[True] * len(doubtful))
     for (f, k), parts in sorted(zip(doubtful, choices, strict=True), key=lambda fk: -fk[0][1]):
         f.pieces[k:k + 1] = parts  # from the right, so that k still means the same
 
 
-def _join_strokes(fields: list[_Field], judge: Judge) -> None:
+def _join_strokes(fields: list[_Field], reads: _Reads) -> None:
     """Join neighbouring pieces, close and narrow enough together to be one digit, where the judge is
     surer of them joined than of both alone (its two confidences multiplied, as `_best_cuts` weighs a
     cut), or where one is a fragment (under FRAGMENT of the digit height): the surest such joins first,
     in rounds, until none is left."""
-    sure: dict[tuple[int, Piece], float] = {}  # the judge's confidence in each piece of each field seen so far
     while True:
         pairs = [(f, k) for f in fields for k in range(len(f.pieces) - 1) if _joinable(f, k)]
         if not pairs:
             return
-        new = {(id(f), p): f for f, k in pairs for p in (f.pieces[k], f.pieces[k + 1],
-                                                          _union(f.pieces[k], f.pieces[k + 1]))
-               if (id(f), p) not in sure}
-        if new:
-            crops = [f.crop(p) for (_, p), f in new.items()]
-            sure |= dict(zip(new, judge(_frames(crops)).amax(dim=1).tolist(), strict=True))
+        asked = [(f, p) for f, k in pairs for p in (f.pieces[k], f.pieces[k + 1], _union(f.pieces[k], f.pieces[k + 1]))]
+        sure = iter(reads.sure(asked))
         gains = []
         for f, k in pairs:
-            pieces = f.pieces[k], f.pieces[k + 1]
-            alone = sum(math.log(sure[id(f), p]) for p in pieces)
-            joined = math.log(sure[id(f), _union(*pieces)])
-            fragment = min(p.bottom - p.top for p in pieces) < FRAGMENT * f.height
+            alone = next(sure) + next(sure)
+            joined = next(sure)
+            fragment = min(p.bottom - p.top for p in f.pieces[k:k + 2]) < FRAGMENT * f.height
             if fragment or joined > alone:
                 gains.append((joined - alone + fragment, f, k))
         if not gains:
@@ -523,14 +560,14 @@ def _may_hold_several(piece: Piece, height: float) -> bool:
     return piece.width > SPLIT_ASPECT * height
 
 
-def _to_count(f: _Field, digits: int, judge: Judge | None) -> None:
+def _to_count(f: _Field, digits: int, reads: _Reads | None) -> None:
     """Merge the narrowest neighbouring pair, or cut the widest piece in two, until there are `digits`."""
     while len(f.pieces) > digits:
         k = min(range(len(f.pieces) - 1), key=lambda i: f.pieces[i + 1].right - f.pieces[i].left)
         f.pieces[k:k + 2] = [_union(f.pieces[k], f.pieces[k + 1])]
     while len(f.pieces) < digits:
         k = max(range(len(f.pieces)), key=lambda i: f.pieces[i].width)
-        parts = _best_cuts([(f, f.pieces[k])], judge, keep_whole=[False])[0]
+        parts = _best_cuts([(f, f.pieces[k])], reads, keep_whole=[False])[0]
         if len(parts) < 2:
             break
         f.pieces[k:k + 1] = parts

@@ -205,20 +205,18 @@ def read_fields(greys: Sequence[tuple[np.ndarray, float]], invert: Invert, digit
     """Each decoded field (with its scale, as `ScanDataset(field=True)` gives it) cut into digits, the
     model judging doubtful cuts (fields.py), and read: (inverted, its readings, or None when blank)."""
     cuts = cut_fields([grey for grey, _ in greys], invert, digits, judge=probabilities)
-    frames = [cut.pixels for cut in cuts if cut.pixels is not None]
-    probs = probabilities(torch.from_numpy(np.concatenate(frames))).tolist() if frames else []
     out: list[tuple[bool, list[Reading] | None]] = []
-    at = 0
     for cut, (_, scale) in zip(cuts, greys, strict=True):
+        if cut.pixels is None or cut.probs is None:
+            out.append((cut.inverted, None))
+            continue
         readings = []
-        for k, ((left, top, right, bottom), p) in enumerate(zip(cut.boxes, probs[at:at + len(cut.boxes)],
-                                                                 strict=True)):
+        for k, ((left, top, right, bottom), p) in enumerate(zip(cut.boxes, cut.probs.tolist(), strict=True)):
             best = max(range(10), key=p.__getitem__)
             box = (round(left * scale), round(top * scale), round(right * scale), round(bottom * scale))
-            frame = to_uint8(cut.pixels[k]) if keep_frames and cut.pixels is not None else None
+            frame = to_uint8(cut.pixels[k]) if keep_frames else None
             readings.append(Reading(best, p[best], box, p, frame))
-        at += len(cut.boxes)
-        out.append((cut.inverted, readings if cut.pixels is not None else None))
+        out.append((cut.inverted, readings))
     return out
 
 

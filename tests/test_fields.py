@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from digitscan import fields as fields_module
 from digitscan import review as review_module
+from digitscan import scorer as scorer_module
 from digitscan.cli import main
 from digitscan.fields import cut_fields
 from digitscan.trainingdata import load_labelled
@@ -313,6 +314,43 @@ def test_a_digit_with_a_long_bar_is_kept_whole_where_the_judge_is_sure_of_it(mon
     assert len(cut_fields([grey], judge=judge)[0].boxes) == 2
     monkeypatch.setattr(fields_module, "WHOLE_MAX", 1.5)
     assert len(cut_fields([grey], judge=judge)[0].boxes) == 3
+
+
+def test_a_piece_read_whole_surely_enough_is_not_cut_and_no_piece_is_judged_twice():
+    """A cut scores at most -CUT_COST, so a wide 7 the judge reads whole surer than that keeps it whole
+    without its cuts being tried: the judge sees the 7 and the 1 once each, the frames the field is read from."""
+    img = Image.new("L", (260, 110), 235)
+    draw = ImageDraw.Draw(img)
+    draw.line([(20, 20), (130, 20), (95, 90)], fill=20, width=7)  # a 7 about 1.6 times as wide as tall
+    draw.line([(200, 20), (200, 90)], fill=20, width=7)
+    judged = []
+
+    def judge(frames: torch.Tensor) -> torch.Tensor:
+        judged.extend(frames)
+        probs = torch.full((len(frames), 10), 0.001)
+        probs[:, 7] = 0.99
+        return probs
+
+    cut = cut_fields([np.asarray(img)], judge=judge)[0]
+    assert len(cut.boxes) == 2 and len(judged) == 2
+    assert cut.pixels is not None and np.array_equal(cut.pixels, torch.stack(judged).numpy())
+    assert cut.probs is not None and cut.probs.shape == (2, 10)
+
+
+def test_each_piece_of_the_example_fields_is_framed_and_judged_once(runner, monkeypatch):
+    """The steps (cuts, doubtful pieces, joins) and the field's reading share the judge's readings:
+    no frame reaches the model twice."""
+    judged: list[bytes] = []
+    original = scorer_module.frame_probabilities
+
+    def recording(model, frames, device, weights):
+        judged.extend(frame.numpy().tobytes() for frame in frames)
+        return original(model, frames, device, weights)
+
+    monkeypatch.setattr(scorer_module, "frame_probabilities", recording)
+    result = runner.invoke(main, ["run", str(FIELDS), "--field", "-q"])
+    assert result.exit_code == 0, result.output
+    assert len(judged) > 100 and len(set(judged)) == len(judged)
 
 
 def test_a_wide_digit_whose_halves_read_about_as_surely_stays_whole(monkeypatch):
