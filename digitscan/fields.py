@@ -251,7 +251,7 @@ def _upright(ink: torch.Tensor, slant: float) -> tuple[torch.Tensor, int]:
 def _field(ink: torch.Tensor, labels: torch.Tensor, slant: float = 0.0, pad: int = 0) -> _Field:
     """A field from its ink and the labels of its connected pieces: the pieces merged where they lie
     over one another, specks dropped."""
-    pieces = _merge_overlapping(_pieces(ink, labels, [frozenset({int(k)}) for k in labels.unique() if k > 0]))
+    pieces = _merge_overlapping(_pieces(ink, labels))
     if pieces:
         typical = float(np.median([p.mass for p in pieces]))
         pieces = [p for p in pieces if p.mass >= SPECK * typical]
@@ -431,21 +431,21 @@ def _label(ons: list[torch.Tensor]) -> list[torch.Tensor]:
     return out
 
 
-def _pieces(ink: torch.Tensor, labels: torch.Tensor, groups: list[frozenset[int]]) -> list[Piece]:
-    """Each group of labels as a Piece over all its columns, left to right."""
-    pieces = []
-    for group in groups:
-        mask = _in(labels, group)
-        pieces.append(_piece(ink, mask, group))
-    return sorted((p for p in pieces if p.mass > 0), key=lambda p: (p.left + p.right) / 2)
+def _pieces(ink: torch.Tensor, labels: torch.Tensor) -> list[Piece]:
+    """Each connected piece (each label) as a Piece, left to right."""
+    ys, xs = labels.nonzero(as_tuple=True)
+    found, which = labels[ys, xs].unique(return_inverse=True)
 
+    def least(values: torch.Tensor) -> list[int]:
+        return torch.zeros(len(found), dtype=values.dtype).scatter_reduce(
+            0, which, values, "amin", include_self=False).tolist()
 
-def _piece(ink: torch.Tensor, mask: torch.Tensor, group: frozenset[int]) -> Piece:
-    """The Piece of `mask`'s ink (the points of the labels `group`)."""
-    rows, cols = mask.any(dim=1).nonzero().flatten(), mask.any(dim=0).nonzero().flatten()
-    if not len(cols):
-        return Piece(group, 0, 0, 0, 0, 0.0)
-    return Piece(group, int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1, float((ink * mask).sum()))
+    lefts, tops, rights, bottoms = least(xs), least(ys), least(-xs), least(-ys)
+    masses = torch.zeros(len(found)).index_add(0, which, ink[ys, xs]).tolist()
+    pieces = [Piece(frozenset({label}), left, 1 - right, top, 1 - bottom, mass)
+              for label, left, right, top, bottom, mass
+              in zip(found.tolist(), lefts, rights, tops, bottoms, masses, strict=True)]
+    return sorted(pieces, key=lambda p: (p.left + p.right) / 2)
 
 
 def _halves(f: _Field, piece: Piece, on: np.ndarray, ink: np.ndarray,
