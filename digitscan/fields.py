@@ -194,8 +194,8 @@ def cut_fields(greys: Sequence[Grey], invert: Invert = "auto", digits: int | Non
     probs = None
     if reads is not None and found_pieces:
         reads.sure(found_pieces)
-        pixels = torch.stack([reads.seen[id(f), p][0] for f, p in found_pieces]).numpy()
-        probs = torch.stack([reads.seen[id(f), p][1] for f, p in found_pieces]).numpy()
+        pixels = np.stack([reads.seen[id(f), p][0] for f, p in found_pieces])
+        probs = np.stack([reads.seen[id(f), p][1] for f, p in found_pieces])
     else:
         pixels = _frames([f.crop(p) for f, p in found_pieces]).numpy()
     out, at = [], 0
@@ -266,18 +266,20 @@ class _Reads:
 
     def __init__(self, judge: Judge) -> None:
         self.judge = judge
-        self.seen: dict[tuple[int, Piece], tuple[torch.Tensor, torch.Tensor]] = {}
-        self.judged: dict[bytes, torch.Tensor] = {}
+        self.seen: dict[tuple[int, Piece], tuple[np.ndarray, np.ndarray]] = {}
+        self.judged: dict[bytes, np.ndarray] = {}
 
     def sure(self, asked: Sequence[tuple[_Field, Piece]], crops: Sequence[torch.Tensor] | None = None) -> list[float]:
         """The log confidence in each (field, piece) asked (`crops`: their crops, where already cut out)."""
         new = {(id(f), p): k for k, (f, p) in enumerate(asked) if (id(f), p) not in self.seen}
         if new:
-            frames = _frames([crops[k] if crops is not None else asked[k][0].crop(asked[k][1]) for k in new.values()])
-            keys = [frame.numpy().tobytes() for frame in frames]
+            frames = list(_frames([crops[k] if crops is not None else asked[k][0].crop(asked[k][1])
+                                   for k in new.values()]).numpy())
+            keys = [frame.tobytes() for frame in frames]
             unjudged = {key: frame for key, frame in zip(keys, frames, strict=True) if key not in self.judged}
             if unjudged:
-                self.judged |= zip(unjudged, self.judge(torch.stack(list(unjudged.values()))), strict=True)
+                probs = self.judge(torch.from_numpy(np.stack(list(unjudged.values())))).numpy()
+                self.judged |= zip(unjudged, probs, strict=True)
             self.seen |= {piece: (frame, self.judged[key]) for piece, frame, key in zip(new, frames, keys, strict=True)}
         return [math.log(float(self.seen[id(f), p][1].max())) for f, p in asked]
 
