@@ -10,8 +10,8 @@ Steps, after the same paper and polarity work as for single digits (`preprocess.
 4. Cut a piece too wide for one digit (or a narrower one the model reads whole with doubt) where the
    model (the judge) is surest of both parts, straight down or along a seam that winds between them;
    join neighbours that the judge reads better together (a 0 or 4 in two strokes, a 7's bar beside
-   its stem); with `digits`, merge the closest neighbours or cut the widest piece until there are that
-   many.
+   its stem); with `digits`, merge the closest neighbours, or cut the piece whose cut the judge gains
+   most from, until there are that many.
 5. Frame each digit as a single digit is framed (`preprocess.frame`); its box is given in the
    field's own (slanted) pixels.
 """
@@ -563,13 +563,23 @@ def _may_hold_several(piece: Piece, height: float) -> bool:
 
 
 def _to_count(f: _Field, digits: int, reads: _Reads | None) -> None:
-    """Merge the narrowest neighbouring pair, or cut the widest piece in two, until there are `digits`."""
+    """Join the narrowest neighbouring pair, or cut a piece in two, until there are `digits`: the
+    widest piece, or with the judge, the piece whose best cut it is surer of than of the piece whole
+    by the most (a narrow pair of a 1 and a digit read whole as that digit, rather than a wide 0)."""
     while len(f.pieces) > digits:
         k = min(range(len(f.pieces) - 1), key=lambda i: f.pieces[i + 1].right - f.pieces[i].left)
         f.pieces[k:k + 2] = [_union(f.pieces[k], f.pieces[k + 1])]
     while len(f.pieces) < digits:
-        k = max(range(len(f.pieces)), key=lambda i: f.pieces[i].width)
-        parts = _best_cuts([(f, f.pieces[k])], reads, keep_whole=[False])[0]
+        if reads is None:
+            k = max(range(len(f.pieces)), key=lambda i: f.pieces[i].width)
+            parts = _best_cuts([(f, f.pieces[k])], reads, keep_whole=[False])[0]
+        else:
+            cuts = _best_cuts([(f, p) for p in f.pieces], reads, keep_whole=[False] * len(f.pieces))
+            whole = reads.sure([(f, p) for p in f.pieces])
+            gains = [sum(reads.sure([(f, q) for q in parts])) - sure if len(parts) > 1 else -math.inf
+                     for parts, sure in zip(cuts, whole, strict=True)]
+            k = max(range(len(f.pieces)), key=gains.__getitem__)
+            parts = cuts[k]
         if len(parts) < 2:
             break
         f.pieces[k:k + 1] = parts

@@ -73,6 +73,15 @@ def test_digits_n_gives_every_field_n_digits_and_reads_no_worse(runner):
     assert right >= right_plain
 
 
+def test_digits_n_cuts_the_piece_whose_cut_reads_best_not_the_widest(runner):
+    """In light_on_dark_6 (244714) the 1 and the last 4 touch and are read whole as a 4 (24474): told
+    there are 6, the pair is cut, where the judge gains most, not the widest piece (the 2: 214474)."""
+    path = str(FIELDS / "light_on_dark_6.png")
+    assert runner.invoke(main, ["run", path, "--field", "-q"]).stdout.splitlines()[1].split(",")[1] == "24474"
+    result = runner.invoke(main, ["run", path, "--digits", "6", "-q"])
+    assert result.stdout.splitlines()[1].split(",")[1] == "244714"
+
+
 def test_jsonl_rows_carry_each_digit_with_its_box_and_probabilities(runner, tmp_path):
     image = _row_field(["seven", "one", "zero"])
     image.save(tmp_path / "field.png")
