@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import gc
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -23,8 +25,9 @@ def mnist_root() -> Path:
 
 
 @pytest.fixture()
-def runner() -> CliRunner:
-    return CliRunner()
+def runner() -> Iterator[CliRunner]:
+    yield CliRunner()
+    gc.unfreeze()  # commands freeze what their imports made (`cli._importing`); tests share one process
 
 
 def draw_digit(size: tuple[int, int] = (120, 110), ink: int = 20, paper: int = 235, box=None,

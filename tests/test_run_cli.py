@@ -221,6 +221,15 @@ def test_importing_the_cli_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
+def test_a_command_freezes_what_its_imports_made_and_collects_garbage_after_them(tmp_path):
+    shutil.copy(EXAMPLES / "scans" / "bitmap_1.bmp", tmp_path)
+    probe = ("import gc, sys\nfrom digitscan.cli import main\n"
+             f"main(['run', {str(tmp_path)!r}, '-q', '--out', {str(tmp_path / 'out.csv')!r}], standalone_mode=False)\n"
+             "print(gc.isenabled(), gc.get_freeze_count() > 100_000, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "True True True" and done.stderr == ""
+
+
 def test_the_readme_synopsis_lists_exactly_the_flags_of_run_help():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     synopsis = readme.split("```\ndigitscan run INPUT...", 1)[1].split("```", 1)[0]
