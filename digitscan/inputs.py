@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import TextIO
 
 from .errors import DigitscanError
@@ -63,7 +62,7 @@ def _scan(folder: str, recursive: bool, seen: set[tuple[int, int]]) -> Iterator[
     for entry in entries:
         if _is_dir(entry):
             subfolders.append(entry.path)
-        elif Path(entry.name).suffix.lower() in EXTENSIONS:
+        elif os.path.splitext(entry.name)[1].lower() in EXTENSIONS:
             yield entry.path  # whatever it is (a broken link, a pipe): its row will say
     if recursive:
         for sub in subfolders:

@@ -9,10 +9,10 @@ a batch, which come in order, cost one pass.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -52,7 +52,7 @@ class Sampling:
 
 
 def is_video(path: str) -> bool:
-    return Path(path).suffix.lower() in SUFFIXES
+    return os.path.splitext(path)[1].lower() in SUFFIXES  # not Path(): this runs once an input
 
 
 def frame_name(path: str, time: float) -> str:
