@@ -127,10 +127,12 @@ def stage_costs(folder: Path, count: int = 2048, batch: int = 256) -> dict[str, 
     """Microseconds per image, on one core, for each stage of `digitscan run`: decode, preprocess, model."""
     import torch
 
+    from digitscan.allocator import keep_freed_memory
     from digitscan.decode import COARSE_SIDE, load_grey
     from digitscan.model import load_archive
     from digitscan.preprocess import prepare_batch
 
+    keep_freed_memory()  # as the Scorer of `digitscan run` does
     torch.set_num_threads(1)
     paths = sorted(folder.iterdir())[:count]
     model = load_archive()

@@ -230,6 +230,26 @@ def test_a_command_freezes_what_its_imports_made_and_collects_garbage_after_them
     assert done.stdout.splitlines()[-1] == "True True True" and done.stderr == ""
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a setting of glibc's allocator")
+def test_a_scorer_keeps_freed_memory_in_the_process_for_the_next_batch():
+    """With glibc, a block of a canvas's size comes from the heap (reused) instead of fresh pages."""
+    probe = """
+import ctypes, numpy as np
+from digitscan.scorer import Scorer
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                     "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = Info
+before = mallinfo2().hblkhd
+Scorer(workers=0)
+block = np.ones(16 << 20, dtype=np.uint8)
+print(mallinfo2().hblkhd - before)
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert int(done.stdout.split()[-1]) < 1 << 20  # bytes in blocks of their own (mmap): none of the 16 MB
+
+
 def test_the_readme_synopsis_lists_exactly_the_flags_of_run_help():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     synopsis = readme.split("```\ndigitscan run INPUT...", 1)[1].split("```", 1)[0]
