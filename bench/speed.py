@@ -132,7 +132,7 @@ def stage_costs(folder: Path, count: int = 2048, batch: int = 256) -> dict[str, 
     from digitscan.model import load_archive
     from digitscan.preprocess import prepare_batch
 
-    keep_freed_memory()  # as the Scorer of `digitscan run` does
+    keep_freed_memory()  # as `digitscan run` and its loader workers do
     torch.set_num_threads(1)
     paths = sorted(folder.iterdir())[:count]
     model = load_archive()

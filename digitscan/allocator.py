@@ -16,7 +16,10 @@ HEAP_SPARE = 256 << 20
 def keep_freed_memory() -> None:
     """With glibc, keep freed blocks in the process for the next batch instead of handing them back to
     the system: a fresh block costs a page fault at each 4 KB first written, which made preprocessing a
-    fifth slower (a small scan 116-128 us against 88-99). Elsewhere (macOS, musl), nothing."""
+    fifth slower (a small scan 116-128 us against 88-99). Elsewhere (macOS, musl), nothing.
+
+    Process-wide, so only for digitscan's own processes: the command line and the loader workers, not
+    a program that calls the library."""
     if not sys.platform.startswith("linux"):
         return
     try:

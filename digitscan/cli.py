@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 from click.core import ParameterSource
 
+from .allocator import keep_freed_memory
 from .defaults import CALIBRATION_RENDERS, FIT_BATCH, FIT_EPOCHS, FIT_LR, RUN_BATCH, WATCH_STEADY
 from .errors import INTERNAL_ERROR, INTERRUPTED, SOME_UNREADABLE, STDOUT_CLOSED, USAGE_ERROR, DigitscanError
 
@@ -44,6 +45,7 @@ class _Main(click.Group):
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
+        keep_freed_memory()  # this process is ours: its allocator may be set for batches of tensors
         try:
             return super().invoke(ctx)
         except DigitscanError as exc:

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from .allocator import keep_freed_memory
 from .decode import COARSE_SIDE, FINE_SIDE, DecodeError, load_grey, plain_jpeg_bytes
 from .defaults import RUN_BATCH
 from .fields import FIELD_SIDE
@@ -227,5 +228,9 @@ def make_loader(dataset: ScanDataset, batch_size: int, workers: int, pin_memory:
     order = list(range(len(dataset))) if indices is None else list(indices)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate,
-                      pin_memory=pin_memory, persistent_workers=False,
+                      pin_memory=pin_memory, persistent_workers=False, worker_init_fn=_worker_start,
                       prefetch_factor=prefetch if workers else None)
+
+
+def _worker_start(worker_id: int) -> None:
+    keep_freed_memory()  # the loader's processes are digitscan's own, whoever started the loader

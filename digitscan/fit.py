@@ -17,7 +17,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from .allocator import keep_freed_memory
 from .atomic import replacing
 from .augment import augment, pairs
 from .calibration import error_at, fit_temperature, render, scores_of
@@ -140,7 +139,6 @@ def fit(cfg: FitConfig, log: Callable[[str], None] = print,
         on_step: Callable[[int, int], None] | None = None) -> FitResult:
     """Train as `cfg` says and write the archive; `on_step(epoch, step)` is called after each step."""
     started = time.perf_counter()
-    keep_freed_memory()
     state = _load_checkpoint(cfg.resume) if cfg.resume else None
     ranks, device = setup(cfg.device)
     try:

@@ -15,7 +15,6 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from .allocator import keep_freed_memory
 from .dataset import BLANK, ERROR, OK, Batch, Item, ScanDataset, make_loader
 from .defaults import RUN_BATCH
 from .devices import describe, pick_device
@@ -71,7 +70,6 @@ class Scorer:
     def __init__(self, weights: str | Path | None = None, device: str = "auto", batch_size: int = RUN_BATCH,
                  workers: int | None = None, invert: Invert = "auto", keep_frames: bool = False,
                  decode_on_device: bool = False, field: bool = False, digits: int | None = None) -> None:
-        keep_freed_memory()  # before the loader workers start: they inherit it
         self.device = pick_device(device)
         self.decode_on_device = decode_on_device
         """Plain JPEGs decoded and prepared on the model's device (ondevice.py), not in the loader workers."""

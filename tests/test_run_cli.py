@@ -230,24 +230,35 @@ def test_a_command_freezes_what_its_imports_made_and_collects_garbage_after_them
     assert done.stdout.splitlines()[-1] == "True True True" and done.stderr == ""
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a setting of glibc's allocator")
-def test_a_scorer_keeps_freed_memory_in_the_process_for_the_next_batch():
-    """With glibc, a block of a canvas's size comes from the heap (reused) instead of fresh pages."""
-    probe = """
-import ctypes, numpy as np
-from digitscan.scorer import Scorer
+MALLINFO = """
+import ctypes
 class Info(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
                                                      "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 mallinfo2 = ctypes.CDLL(None).mallinfo2
 mallinfo2.restype = Info
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a setting of glibc's allocator")
+def test_the_command_line_keeps_freed_memory_for_the_next_batch_and_the_library_does_not(tmp_path):
+    """With glibc, a block of a canvas's size then comes from the heap (reused) instead of fresh pages."""
+    shutil.copy(EXAMPLES / "scans" / "bitmap_1.bmp", tmp_path)
+    probe = MALLINFO + f"""
+import sys, numpy as np
+from digitscan.cli import main
+import digitscan
+if sys.argv[1] == "cli":
+    main(["run", {str(tmp_path)!r}, "-q", "--out", {str(tmp_path / "out.csv")!r}], standalone_mode=False)
+else:
+    digitscan.predict([{str(tmp_path / "bitmap_1.bmp")!r}])
 before = mallinfo2().hblkhd
-Scorer(workers=0)
 block = np.ones(16 << 20, dtype=np.uint8)
 print(mallinfo2().hblkhd - before)
 """
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert int(done.stdout.split()[-1]) < 1 << 20  # bytes in blocks of their own (mmap): none of the 16 MB
+    mapped = {how: int(subprocess.run([sys.executable, "-c", probe, how], capture_output=True, text=True,
+                                      check=True).stdout.split()[-1]) for how in ("cli", "library")}
+    assert mapped["cli"] == 0 and mapped["library"] >= 16 << 20  # bytes in blocks of their own (mmap)
 
 
 def test_the_readme_synopsis_lists_exactly_the_flags_of_run_help():
