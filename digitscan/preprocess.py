@@ -550,8 +550,9 @@ def _drop_border_clutter(ink: torch.Tensor, h: torch.Tensor, w: torch.Tensor) ->
                          on[:, :CLUTTER_EDGE, :].any(dim=1).sum(dim=1) / gw.flatten(),
                          on.gather(1, far_rows).any(dim=1).sum(dim=1) / gw.flatten()], dim=1)
     # Flooding costs dozens of passes over the grid: only where its result may count (see `far` below).
-    t = torch.nonzero((along.amax(dim=1) > 0) & (torch.minimum(h, w) >= 40)).flatten()
-    k = t[(along[t].amax(dim=1) >= CLUTTER_SPAN) | (_band_spans(on[t], gh[t], gw[t]).amax(dim=1) >= CLUTTER_FULL)]
+    edged = torch.nonzero((along.amax(dim=1) > 0) & (torch.minimum(h, w) >= 40)).flatten()
+    spans = _band_spans(on[edged], gh[edged], gw[edged])
+    k = edged[(along[edged].amax(dim=1) >= CLUTTER_SPAN) | (spans.amax(dim=1) >= CLUTTER_FULL)]
     if not len(k):
         return ink
     grid_on = on[k].unsqueeze(1).float()
