@@ -240,9 +240,12 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, bat
 @labeled_option
 @click.option("--calibrate", type=click.IntRange(0), default=CALIBRATION_RENDERS, show_default=True, metavar="N",
               help="Fit the confidence temperature on N held-out digits rendered as scans (0: leave it at 1).")
+@click.option("--teacher", "teachers", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              metavar="ARCHIVE", help="Also learn this archive's readings of each digit (distillation); "
+              "repeat it to learn the mean of several.")
 def fit(epochs: int, data: Path | None, start: Path | None, scratch: bool, out: Path, batch_size: int, lr: float,
         device: str, seed: int, resume: Path | None, checkpoint: Path | None, limit: int | None,
-        labeled: Path | None, calibrate: int) -> None:
+        labeled: Path | None, calibrate: int, teachers: tuple[Path, ...]) -> None:
     """Train or fine-tune the model on MNIST (and your labelled scans).
 
     \b
@@ -250,6 +253,7 @@ def fit(epochs: int, data: Path | None, start: Path | None, scratch: bool, out: 
       digitscan fit --data ../shared/mnist --epochs 5 --out my.pt
       digitscan fit --labeled my_scans/ --epochs 2 --out tuned.pt
       digitscan fit --resume my.ckpt
+      digitscan fit --scratch --teacher a.pt --teacher b.pt --epochs 30 --out student.pt
     """
     from rich.console import Console
 
@@ -269,7 +273,8 @@ def fit(epochs: int, data: Path | None, start: Path | None, scratch: bool, out: 
             _fail("--from and --scratch exclude each other")
         cfg = FitConfig(data=data or default_data_root(), out=out, epochs=epochs, batch_size=batch_size, lr=lr,
                         device=device, seed=seed, start=start, scratch=scratch, limit=limit, labeled=labeled,
-                        command=_command_line(), checkpoint=checkpoint, calibrate=calibrate)
+                        command=_command_line(), checkpoint=checkpoint, calibrate=calibrate,
+                        teachers=teachers)
     result = run_fit(cfg, log=console.print)
     if not result.main:
         sys.exit(INTERRUPTED if result.interrupted else 0)

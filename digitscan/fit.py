@@ -25,7 +25,7 @@ from .devices import describe
 from .distributed import Ranks, setup, teardown
 from .errors import DigitscanError
 from .evaluate import probabilities
-from .model import DigitNet, WeightsError, default_weights, load_archive, save_archive
+from .model import DigitNet, WeightsError, default_weights, load_archive, save_archive, sha256
 from .preprocess import normalise
 from .stopping import StopRequest
 from .trainingdata import load_labelled, load_mnist
@@ -46,6 +46,12 @@ PAIR_WEIGHT = 0.05
 """...whose loss, this weight times how far their scores are from even (the cross-entropy against even
 scores, less its least, log 10), teaches the model to be unsure of them (outlier exposure): a field's
 touching digits are then cut, not read as one (fields.py), and a cell holding two digits is doubtful."""
+DISTIL_TEMPERATURE = 2.0
+"""With --teacher, the model's and the teachers' scores are softened by this before they are compared
+(knowledge distillation, Hinton et al. 2015): how likely the teachers find the other digits is what they teach..."""
+DISTIL_SHARE = 0.5
+"""...and this share of the loss on the digits is the divergence from the teachers' mean softened
+probabilities (times the temperature squared, so that its gradients keep their size), the rest the labels."""
 
 
 @dataclass
@@ -70,6 +76,8 @@ class FitConfig:
     """Written after every epoch. [default: `out` with .ckpt]"""
     calibrate: int = CALIBRATION_RENDERS
     """Held-out renders to fit the confidence temperature on; 0 leaves it at 1."""
+    teachers: tuple[Path, ...] = ()
+    """Archives whose mean reading of each training digit the model also learns (DISTIL_SHARE)."""
 
     @property
     def checkpoint_path(self) -> Path:
@@ -83,7 +91,7 @@ class FitConfig:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> FitConfig:
         values: dict[str, Any] = {k: Path(v) if k in PATHS and v is not None else v for k, v in record.items()}
-        return cls(**values)
+        return cls(**values | {"teachers": tuple(Path(t) for t in record.get("teachers", ()))})
 
 
 PATHS = ("data", "out", "start", "labeled", "checkpoint")
@@ -121,6 +129,8 @@ def resumed_config(checkpoint: Path, given: dict[str, Any], device: str) -> FitC
 
 
 def _plain(value: object) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
     return str(Path(value).absolute()) if isinstance(value, Path) else value
 
 
@@ -173,6 +183,10 @@ class _Epoch:
 def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: torch.device, started: float,
          log: Callable[[str], None], on_step: Callable[[int, int], None] | None) -> FitResult:
     torch.manual_seed(cfg.seed + ranks.rank)  # each rank augments differently; data order is shared
+    teachers = [load_archive(teacher, device) for teacher in cfg.teachers]
+    if teachers:
+        log(f"distilling {len(teachers)} teacher{'s' if len(teachers) > 1 else ''}: "
+            + ", ".join(str(t) for t in cfg.teachers))
     data = _load_data(cfg, device, log)
     net = DigitNet().to(device)
     if state is None and not cfg.scratch:
@@ -213,8 +227,8 @@ def _fit(cfg: FitConfig, state: dict[str, Any] | None, ranks: Ranks, device: tor
             tick = time.perf_counter()
             order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
             order = order[ranks.rank * shard:(ranks.rank + 1) * shard]
-            done = _train_one_epoch((model, average), optimizer, schedule, data, order, (epoch, step, steps), cfg,
-                                    device, stop, ranks.main, on_step)
+            done = _train_one_epoch((model, average), teachers, optimizer, schedule, data, order,
+                                    (epoch, step, steps), cfg, device, stop, ranks.main, on_step)
             if done.stopped_at is not None:
                 save(epoch, done.stopped_at)
                 log(f"interrupted: saved epoch {epoch + 1} step {done.stopped_at}/{steps} to {cfg.checkpoint_path}; "
@@ -255,10 +269,10 @@ def _load_data(cfg: FitConfig, device: torch.device, log: Callable[[str], None])
     return _Data(train_x.to(device), train_y.to(device), images[-HOLDOUT:], labels[-HOLDOUT:], test_x, test_y)
 
 
-def _train_one_epoch(models: tuple[torch.nn.Module, AveragedModel], optimizer: torch.optim.Optimizer,
-                     schedule: torch.optim.lr_scheduler.LRScheduler, data: _Data, order: torch.Tensor,
-                     at: tuple[int, int, int], cfg: FitConfig, device: torch.device, stop: StopRequest,
-                     main: bool, on_step: Callable[[int, int], None] | None) -> _Epoch:
+def _train_one_epoch(models: tuple[torch.nn.Module, AveragedModel], teachers: list[torch.jit.ScriptModule],
+                     optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler, data: _Data,
+                     order: torch.Tensor, at: tuple[int, int, int], cfg: FitConfig, device: torch.device,
+                     stop: StopRequest, main: bool, on_step: Callable[[int, int], None] | None) -> _Epoch:
     """Steps `at` = (epoch, first step, steps) of one pass over `order`, until its end or Ctrl-C; `models`
     are the model trained and the average of its weights, updated after each step."""
     model, average = models
@@ -271,11 +285,12 @@ def _train_one_epoch(models: tuple[torch.nn.Module, AveragedModel], optimizer: t
         index = order[step * cfg.batch_size:(step + 1) * cfg.batch_size].to(device)
         y = data.train_y[index]
         x = augment(data.train_x[index].unsqueeze(1).float() / 255, y)
-        both = model(normalise(torch.cat([x, pairs(x, round(PAIRS * len(y)))])))
+        inputs = normalise(torch.cat([x, pairs(x, round(PAIRS * len(y)))]))
+        both = model(inputs)
         scores = both[:len(y)]
         paired = both[len(y):]  # none in a batch of 4 or fewer
         uneven = -F.log_softmax(paired, dim=1).mean() - math.log(both.shape[1]) if len(paired) else both.new_zeros(())
-        loss = F.cross_entropy(scores, y) + PAIR_WEIGHT * uneven
+        loss = _digits_loss(scores, y, teachers, inputs[:len(y)]) + PAIR_WEIGHT * uneven
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -292,6 +307,18 @@ def _train_one_epoch(models: tuple[torch.nn.Module, AveragedModel], optimizer: t
             break
     bar.close()
     return done
+
+
+def _digits_loss(scores: torch.Tensor, labels: torch.Tensor, teachers: list[torch.jit.ScriptModule],
+                 inputs: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against the labels, blended with the teachers' softened readings of `inputs` if any."""
+    hard = F.cross_entropy(scores, labels)
+    if not teachers:
+        return hard
+    with torch.no_grad():
+        taught = torch.stack([(teacher(inputs) / DISTIL_TEMPERATURE).softmax(1) for teacher in teachers]).mean(0)
+    soft = F.kl_div(F.log_softmax(scores / DISTIL_TEMPERATURE, dim=1), taught, reduction="batchmean")
+    return (1 - DISTIL_SHARE) * hard + DISTIL_SHARE * DISTIL_TEMPERATURE ** 2 * soft
 
 
 def _calibrate(net: DigitNet, data: _Data, cfg: FitConfig, device: torch.device,
@@ -325,6 +352,7 @@ def _card(cfg: FitConfig, net: torch.nn.Module, history: list[dict[str, float]],
         "train_seconds": round(sum(h["seconds"] for h in history), 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "train_images": images,
+        "teachers": [{"archive": t.name, "sha256": sha256(t)} for t in cfg.teachers],
         "epochs": history,
         "torch": torch.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

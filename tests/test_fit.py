@@ -391,3 +391,47 @@ def test_a_last_batch_too_small_for_pairs_keeps_the_loss_a_number(mnist_root, tm
     fit(cfg, log=lambda _: None)
     card = json.loads(cfg.out.with_suffix(".json").read_text())
     assert np.isfinite(card["epochs"][0]["loss"])
+
+
+class _SaysSeven(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], 10, device=x.device).index_fill(1, torch.tensor([7], device=x.device), 10.0)
+
+
+def test_a_teacher_pulls_the_model_towards_its_readings_and_the_card_and_checkpoint_name_it(runner, mnist_root,
+                                                                                          tmp_path, monkeypatch):
+    """`--teacher` blends the teacher's readings into the loss: a teacher that reads every digit as 7 makes the
+    model read far more 7s than the same fit without it; a resumed fit keeps its teachers."""
+    monkeypatch.chdir(tmp_path)
+    torch.jit.script(_SaysSeven()).save("sevens.pt")
+    job = ["fit", "--scratch", "--data", str(mnist_root), "--epochs", "2", "--limit", "640", "--seed", "7",
+           "--calibrate", "0"]
+    assert runner.invoke(main, [*job, "--out", "alone.pt"]).exit_code == 0
+    taught = runner.invoke(main, [*job, "--out", "taught.pt", "--teacher", "sevens.pt"])
+    assert taught.exit_code == 0, taught.output
+    assert "distilling 1 teacher: sevens.pt" in taught.stderr
+
+    images, _ = load_mnist(mnist_root, train=True)
+    holdout = images[-1000:]
+
+    def sevens(archive: str) -> float:
+        return float((fit_module.probabilities(torch.jit.load(archive), holdout, torch.device("cpu")).argmax(1) == 7)
+                     .float().mean())
+
+    assert sevens("alone.pt") < 0.3 < 0.7 < sevens("taught.pt")
+    card = json.loads(Path("taught.json").read_text())
+    assert card["teachers"] == [{"archive": "sevens.pt", "sha256": fit_module.sha256(Path("sevens.pt"))}]
+    assert json.loads(Path("alone.json").read_text())["teachers"] == []
+
+    resumed = fit_module.resumed_config(Path("taught.ckpt"), {}, "cpu")
+    assert resumed.teachers == (tmp_path / "sevens.pt",)
+    refused = runner.invoke(main, ["fit", "--resume", "taught.ckpt", "--teacher", "alone.pt"])
+    assert refused.exit_code == 2 and "--teacher" in refused.stderr
+
+
+def test_a_teacher_that_is_not_an_archive_is_one_line(runner, mnist_root, tmp_path):
+    (tmp_path / "notes.pt").write_text("not weights")
+    result = runner.invoke(main, ["fit", "--data", str(mnist_root), "--limit", "128", "--calibrate", "0",
+                                  "--out", str(tmp_path / "w.pt"), "--teacher", str(tmp_path / "notes.pt")])
+    assert result.exit_code == 2 and "notes.pt: not a TorchScript archive" in result.stderr
+    assert result.stderr.count("\n") == 1
