@@ -81,6 +81,7 @@ def load_grey(source: str | Path | Image.Image, side: int = FINE_SIDE) -> np.nda
             file.seek(0)
             with _time_limit(MAX_DECODE_SECONDS), warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
+                warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)  # as _orientation does
                 with Image.open(file) as im:
                     _check_size(*im.size)
                     if im.format == "JPEG" and im.mode in ("L", "RGB", "YCbCr"):
