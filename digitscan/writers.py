@@ -118,7 +118,8 @@ def read_settings(out: str) -> dict[str, Any] | None:
 
 
 def _columns_in(path: Path, fmt: str) -> list[str]:
-    """The header of a CSV file, or the keys of a JSONL file's first record ([] when there are none)."""
+    """The header of a CSV file, or the keys of a JSONL file's first record, `digits` aside (a field's
+    readings: `columns`) ([] when there are none)."""
     with open(path, encoding="utf-8", errors="replace", newline="") as f:
         try:
             if fmt == "csv":
@@ -126,7 +127,7 @@ def _columns_in(path: Path, fmt: str) -> list[str]:
             first = json.loads(f.readline())
         except (ValueError, csv.Error):
             return []
-    return list(first) if isinstance(first, dict) else []
+    return [key for key in first if key != "digits"] if isinstance(first, dict) else []
 
 
 def record(result: Result, probs: bool, field: bool = False, digits: bool = False) -> dict[str, Any]:

@@ -190,6 +190,18 @@ def test_review_cuts_fields_again_into_the_digits_run_was_told(runner, tmp_path)
     assert len(tile["text"]) == len(tile["digits"]) == 2
 
 
+def test_resume_continues_a_fields_jsonl_file(runner, tmp_path):
+    """A field's JSONL row carries `digits` beside the columns: --resume still knows the file for its own."""
+    _row_field(["seven", "one"]).save(tmp_path / "a.png")
+    out = str(tmp_path / "r.jsonl")
+    assert runner.invoke(main, ["run", str(tmp_path / "a.png"), "--field", "-q", "-o", out]).exit_code == 0
+    _row_field(["one", "seven"]).save(tmp_path / "b.png")
+    result = runner.invoke(main, ["run", str(tmp_path), "--field", "-q", "-o", out, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["path"] for line in Path(out).read_text().splitlines()] == \
+        [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+
+
 def test_resume_refuses_another_digits_n(runner, tmp_path):
     _row_field(["seven", "one"]).save(tmp_path / "f.png")
     out = str(tmp_path / "r.csv")
