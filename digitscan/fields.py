@@ -129,7 +129,7 @@ Judge = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
-class _Field:
+class FieldInk:
     ink: torch.Tensor
     """Sheared upright (`_upright`): column x, row y here is column x - pad + slant (y - rows / 2) of the field."""
     labels: torch.Tensor
@@ -163,14 +163,33 @@ class _Field:
         return self.ink[piece.top:piece.bottom, piece.left:piece.right] * self.points(piece)
 
 
+@dataclass
+class Found:
+    """A field's ink as `find_fields` finds it: whether it was inverted, and its ink (None when blank)."""
+
+    inverted: bool
+    ink: FieldInk | None
+
+
+def find_fields(greys: Sequence[Grey], invert: Invert = "auto") -> list[Found]:
+    """Steps 1 to 3 for each greyscale field: its ink upright, in pieces."""
+    inks = ink_batch(greys, invert, edges=False)  # a comb's lines are dropped here, not the digits on them
+    made = iter(_found([ink for ink, _, blank in inks if not blank]))
+    return [Found(inverted, None if blank else next(made)) for _, inverted, blank in inks]
+
+
 def cut_fields(greys: Sequence[Grey], invert: Invert = "auto", digits: int | None = None,
                judge: Judge | None = None) -> list[CutField]:
     """Cut each greyscale field into its digits (`digits`: how many each holds, when known). Where a
     piece may hold several digits, `judge` (the model) picks the cut it is surest of, and whether to
     cut at all; without it, the cut goes through the column with the least ink."""
-    inks = ink_batch(greys, invert, edges=False)  # a comb's lines are dropped here, not the digits on them
-    made = iter(_found([ink for ink, _, blank in inks if not blank]))
-    fields = [None if blank else next(made) for _, _, blank in inks]
+    return cut_found(find_fields(greys, invert), [digits] * len(greys), judge)
+
+
+def cut_found(found: Sequence[Found], digits: Sequence[int | None], judge: Judge | None = None) -> list[CutField]:
+    """Steps 4 and 5 for fields found by `find_fields` (their pieces are cut in place: cut each once),
+    `digits` saying how many each holds where known."""
+    fields = [f.ink for f in found]
     live = [f for f in fields if f is not None and f.pieces]
     reads = _Reads(judge) if judge is not None else None
     whole: set[tuple[int, Piece]] = set()  # kept whole already: the judge would say so again
@@ -187,9 +206,9 @@ def cut_fields(greys: Sequence[Grey], invert: Invert = "auto", digits: int | Non
     if reads is not None:
         _cut_doubtful(live, reads)
         _join_strokes(live, reads)
-    if digits is not None:
-        for f in live:
-            _to_count(f, digits, reads)
+    for ink, count in zip(fields, digits, strict=True):
+        if ink is not None and ink.pieces and count is not None:
+            _to_count(ink, count, reads)
     found_pieces = [(f, p) for f in live for p in f.pieces]
     probs = None
     if reads is not None and found_pieces:
@@ -199,16 +218,16 @@ def cut_fields(greys: Sequence[Grey], invert: Invert = "auto", digits: int | Non
     else:
         pixels = _frames([f.crop(p) for f, p in found_pieces]).numpy()
     out, at = [], 0
-    for found, (_, inverted, _) in zip(fields, inks, strict=True):
-        pieces = found.pieces if found is not None else []
-        boxes = [found.box(p) for p in pieces] if found is not None else []
-        out.append(CutField(pixels[at:at + len(pieces)] if pieces else None, boxes, inverted,
+    for one in found:
+        pieces = one.ink.pieces if one.ink is not None else []
+        boxes = [one.ink.box(p) for p in pieces] if one.ink is not None else []
+        out.append(CutField(pixels[at:at + len(pieces)] if pieces else None, boxes, one.inverted,
                             probs[at:at + len(pieces)] if pieces and probs is not None else None))
         at += len(pieces)
     return out
 
 
-def _found(inks: list[torch.Tensor]) -> list[_Field]:
+def _found(inks: list[torch.Tensor]) -> list[FieldInk]:
     """Steps 1 to 3: each field's ink in pieces, left to right (the pieces of all found together)."""
     erased = [_drop_comb(ink) for ink in inks]
     slants = [_slant(ink) for ink in erased]
@@ -248,7 +267,7 @@ def _upright(ink: torch.Tensor, slant: float) -> tuple[torch.Tensor, int]:
     return F.grid_sample(ink[None, None], grid[None], mode="bilinear", align_corners=False)[0, 0], pad
 
 
-def _field(ink: torch.Tensor, labels: torch.Tensor, slant: float = 0.0, pad: int = 0) -> _Field:
+def _field(ink: torch.Tensor, labels: torch.Tensor, slant: float = 0.0, pad: int = 0) -> FieldInk:
     """A field from its ink and the labels of its connected pieces: the pieces merged where they lie
     over one another, specks dropped."""
     pieces = _merge_overlapping(_pieces(ink, labels))
@@ -256,7 +275,7 @@ def _field(ink: torch.Tensor, labels: torch.Tensor, slant: float = 0.0, pad: int
         typical = float(np.median([p.mass for p in pieces]))
         pieces = [p for p in pieces if p.mass >= SPECK * typical]
     height = float(np.median([p.bottom - p.top for p in pieces])) if pieces else 0.0
-    return _Field(ink, labels, pieces, height, slant, pad)
+    return FieldInk(ink, labels, pieces, height, slant, pad)
 
 
 class _Reads:
@@ -269,7 +288,7 @@ class _Reads:
         self.seen: dict[tuple[int, Piece], tuple[np.ndarray, np.ndarray]] = {}
         self.judged: dict[bytes, np.ndarray] = {}
 
-    def sure(self, asked: Sequence[tuple[_Field, Piece]], crops: Sequence[torch.Tensor] | None = None) -> list[float]:
+    def sure(self, asked: Sequence[tuple[FieldInk, Piece]], crops: Sequence[torch.Tensor] | None = None) -> list[float]:
         """The log confidence in each (field, piece) asked (`crops`: their crops, where already cut out)."""
         new = {(id(f), p): k for k, (f, p) in enumerate(asked) if (id(f), p) not in self.seen}
         if new:
@@ -284,7 +303,7 @@ class _Reads:
         return [math.log(float(self.seen[id(f), p][1].max())) for f, p in asked]
 
 
-def _best_cuts(jobs: list[tuple[_Field, Piece]], reads: _Reads | None,
+def _best_cuts(jobs: list[tuple[FieldInk, Piece]], reads: _Reads | None,
                keep_whole: list[bool]) -> list[list[Piece]]:
     """For each (field, piece), the piece cut in two where the judge is surest of both halves (or the
     piece whole, where `keep_whole` allows it, when the judge is surer of it whole, CUT_COST given);
@@ -331,7 +350,7 @@ def _best_cuts(jobs: list[tuple[_Field, Piece]], reads: _Reads | None,
     return chosen
 
 
-def _cut_doubtful(fields: list[_Field], reads: _Reads) -> None:
+def _cut_doubtful(fields: list[FieldInk], reads: _Reads) -> None:
     """Offer the cut to pieces a little narrower than SPLIT_ASPECT (from DOUBT_ASPECT) that the judge
     reads whole below DOUBT_SURE: two narrow digits that touch (the model is taught that two digits
     framed as one are no digit, `augment.pairs`)."""
@@ -348,7 +367,7 @@ def _cut_doubtful(fields: list[_Field], reads: _Reads) -> None:
         f.pieces[k:k + 1] = parts  # from the right, so that k still means the same
 
 
-def _join_strokes(fields: list[_Field], reads: _Reads) -> None:
+def _join_strokes(fields: list[FieldInk], reads: _Reads) -> None:
     """Join neighbouring pieces, close and narrow enough together to be one digit, where the judge is
     surer of them joined than of both alone (its two confidences multiplied, as `_best_cuts` weighs a
     cut), or where one is a fragment (under FRAGMENT of the digit height): the surest such joins first,
@@ -369,7 +388,7 @@ def _join_strokes(fields: list[_Field], reads: _Reads) -> None:
         if not gains:
             return
         taken: set[tuple[int, int]] = set()
-        joins: list[tuple[_Field, int]] = []
+        joins: list[tuple[FieldInk, int]] = []
         for _, f, k in sorted(gains, key=lambda g: -g[0]):
             if not {(id(f), k), (id(f), k + 1)} & taken:
                 taken |= {(id(f), k), (id(f), k + 1)}
@@ -378,7 +397,7 @@ def _join_strokes(fields: list[_Field], reads: _Reads) -> None:
             f.pieces[k:k + 2] = [_union(f.pieces[k], f.pieces[k + 1])]
 
 
-def _joinable(f: _Field, k: int) -> bool:
+def _joinable(f: FieldInk, k: int) -> bool:
     a, b = f.pieces[k], f.pieces[k + 1]
     return max(a.right, b.right) - min(a.left, b.left) <= JOIN_WIDTH * f.height and \
         b.left - a.right <= JOIN_GAP * f.height
@@ -450,10 +469,10 @@ def _pieces(ink: torch.Tensor, labels: torch.Tensor) -> list[Piece]:
     return sorted(pieces, key=lambda p: (p.left + p.right) / 2)
 
 
-def _halves(f: _Field, piece: Piece, on: np.ndarray, ink: np.ndarray,
+def _halves(f: FieldInk, piece: Piece, on: np.ndarray, ink: np.ndarray,
             seams: np.ndarray) -> list[list[tuple[Piece, torch.Tensor]]]:
     """The piece (its points `on` and its `ink`, in its box) cut along each of the `seams` (in each of
-    its rows, the first column right of the cut): its left and right parts with their crops (as `_Field.crop`
+    its rows, the first column right of the cut): its left and right parts with their crops (as `FieldInk.crop`
     gives them), for each way of parting its points that leaves some on both sides."""
     lefts = on[None] & (np.arange(on.shape[1]) < seams[:, :, None])
     partings = {np.packbits(left).tobytes(): k for k, left in reversed(list(enumerate(lefts)))
@@ -562,7 +581,7 @@ def _may_hold_several(piece: Piece, height: float) -> bool:
     return piece.width > SPLIT_ASPECT * height
 
 
-def _to_count(f: _Field, digits: int, reads: _Reads | None) -> None:
+def _to_count(f: FieldInk, digits: int, reads: _Reads | None) -> None:
     """Join the narrowest neighbouring pair, or cut a piece in two, until there are `digits`: the
     widest piece, or with the judge, the piece whose best cut it is surer of than of the piece whole
     by the most (a narrow pair of a 1 and a digit read whole as that digit, rather than a wide 0)."""

@@ -14,10 +14,8 @@ import torch
 from torch import nn
 
 from .atomic import replacing, write_json_atomic
+from .defaults import WEIGHTS_NAME
 from .errors import DigitscanError
-
-WEIGHTS_NAME = "digitscan.pt"
-
 
 WIDTHS = (16, 32, 64, 64)
 """Channels of DigitNet's four conv blocks."""
@@ -55,12 +53,12 @@ class WeightsError(DigitscanError):
     """Weights that are missing, unreadable or not a digitscan TorchScript archive."""
 
 
-def default_weights() -> Path:
+def default_weights(name: str = WEIGHTS_NAME) -> Path:
     """The archive shipped inside the installed package (or in ./weights of a source checkout)."""
-    packaged = Path(str(resources.files("digitscan"))) / "weights" / WEIGHTS_NAME
+    packaged = Path(str(resources.files("digitscan"))) / "weights" / name
     if packaged.exists():
         return packaged
-    return Path(__file__).resolve().parent.parent / "weights" / WEIGHTS_NAME
+    return Path(__file__).resolve().parent.parent / "weights" / name
 
 
 @contextmanager
@@ -100,12 +98,25 @@ def save_archive(model: nn.Module, path: Path, card: dict[str, Any]) -> dict[str
 
 def load_archive(path: Path | None = None, device: torch.device | str = "cpu",
                  freeze: bool = True) -> torch.jit.ScriptModule:
-    """Load a TorchScript archive (never unpickles arbitrary objects) and check it maps 28x28 to 10 scores.
+    """Load a DigitNet TorchScript archive (`open_archive`) and check it maps 28x28 to 10 scores."""
+    path = Path(path) if path is not None else default_weights()
+    model = open_archive(path, device, freeze)
+    try:
+        with torch.inference_mode():
+            out = model(torch.zeros(1, 1, 28, 28, device=device))
+    except Exception as exc:
+        raise WeightsError(f"{path}: archive does not accept N x 1 x 28 x 28 input ({exc})") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, 10):
+        raise WeightsError(f"{path}: archive must return N x 10 scores")
+    return model
+
+
+def open_archive(path: Path, device: torch.device | str = "cpu", freeze: bool = True) -> torch.jit.ScriptModule:
+    """Load a TorchScript archive (never unpickles arbitrary objects), in eval mode.
 
     With `freeze`, the module is frozen for inference (batch norm folded into the convolutions) and,
     on the CPU, optimised for it (oneDNN convolutions: twice the throughput on a 2-core machine).
     """
-    path = Path(path) if path is not None else default_weights()
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     try:
@@ -121,11 +132,4 @@ def load_archive(path: Path | None = None, device: torch.device | str = "cpu",
                 model = torch.jit.optimize_for_inference(model) if cpu else torch.jit.freeze(model)
             except RuntimeError:
                 pass  # already frozen, or not freezable: run it as it is
-    try:
-        with torch.inference_mode():
-            out = model(torch.zeros(1, 1, 28, 28, device=device))
-    except Exception as exc:
-        raise WeightsError(f"{path}: archive does not accept N x 1 x 28 x 28 input ({exc})") from None
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, 10):
-        raise WeightsError(f"{path}: archive must return N x 10 scores")
     return model
