@@ -3,11 +3,13 @@ holdout (never trained on) and from Semeion, in each kind of `synth.FIELD_LOOKS`
 
     python bench/fields.py --data ../shared/mnist --semeion ../shared/semeion
     python bench/fields.py --per-kind 100 --show-errors 5
-    python bench/fields.py --weights tuned.pt
+    python bench/fields.py --weights tuned.pt --line-weights my_lines.pt
     python bench/fields.py --kind touching --per-kind 500 --seed 11   # one kind (other draws than all kinds)
 
-Each field is read as a whole, as `digitscan run --field` reads it, without and with `--digits N`.
-Also prints the time per field against the time per single digit (both batched, in one process).
+Each field is read as a whole, as `digitscan run --field` reads it, without and with `--digits N`, and
+by the segmenter alone (without the line reader: "cut only"); the last lines sum each column's
+figures per source. Also prints the time per field against the time per single digit (both batched,
+in one process).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--show-errors", type=int, default=0, metavar="N")
     parser.add_argument("--weights", default=None, help="an archive other than the shipped weights")
+    parser.add_argument("--line-weights", default=None, help="a line reader other than the shipped one")
     parser.add_argument("--kind", action="append", choices=list(FIELD_LOOKS),
                         help="only this kind of field (repeat for several; default: all)")
     args = parser.parse_args()
@@ -62,22 +65,30 @@ def main() -> None:
     bits, sem_labels = load_semeion(Path(args.semeion) / "semeion.data")
     sources["semeion"] = (np.stack([semeion_as_mnist(b) for b in bits]), sem_labels)
     rng = np.random.default_rng(args.seed)
-    print(f"{'digits from':10s} {'kind':14s} {'len':>3s} {'n':>5s} {'exact':>7s} {'--digits':>8s} {'ms/field':>8s}")
+    print(f"{'digits from':10s} {'kind':14s} {'len':>3s} {'n':>5s} {'cut only':>8s} {'exact':>7s} {'--digits':>8s} "
+          f"{'ms/field':>8s}")
+    sums: dict[str, np.ndarray] = {}
     for source, (pool, truth) in sources.items():
         for kind, look in looks.items():
             for length in (4, 6):
                 picks = [rng.choice(len(truth), size=length, replace=False) for _ in range(args.per_kind)]
                 fields = [field([pool[i] for i in pick], rng, look) for pick in picks]
                 texts = ["".join(str(int(truth[i])) for i in pick) for pick in picks]
-                free, seconds = read(Scorer(args.weights, device="cpu", workers=0, field=True), fields)
-                told, _ = read(Scorer(args.weights, device="cpu", workers=0, digits=length), fields)
-                exact = np.mean([a == b for a, b in zip(free, texts, strict=True)])
-                exact_told = np.mean([a == b for a, b in zip(told, texts, strict=True)])
-                print(f"{source:10s} {kind:14s} {length:3d} {len(texts):5d} {exact:7.4f} {exact_told:8.4f} "
-                      f"{seconds * 1000:8.2f}", flush=True)
+                cut, _ = read(Scorer(args.weights, device="cpu", workers=0, field=True, segment_only=True), fields)
+                free, seconds = read(Scorer(args.weights, device="cpu", workers=0, field=True,
+                                            line_weights=args.line_weights), fields)
+                told, _ = read(Scorer(args.weights, device="cpu", workers=0, digits=length,
+                                      line_weights=args.line_weights), fields)
+                exact = np.array([np.mean([a == b for a, b in zip(read_, texts, strict=True)])
+                                  for read_ in (cut, free, told)])
+                sums[source] = sums.get(source, 0) + exact
+                print(f"{source:10s} {kind:14s} {length:3d} {len(texts):5d} {exact[0]:8.4f} {exact[1]:7.4f} "
+                      f"{exact[2]:8.4f} {seconds * 1000:8.2f}", flush=True)
                 wrong = [(t, f) for t, f in zip(texts, free, strict=True) if t != f][: args.show_errors]
                 if wrong:
                     print("    true -> read: " + ", ".join(f"{t} -> {f}" for t, f in wrong))
+    for source, total in sums.items():
+        print(f"{source:10s} {'sum':14s} {'':3s} {'':5s} {total[0]:8.2f} {total[1]:7.2f} {total[2]:8.2f}")
     singles = [clean_scan(sources["mnist"][0][i], rng) for i in range(500)]
     _, single = read(Scorer(args.weights, device="cpu", workers=0), singles)
     print(f"single digits (clean_scan), batched: {single * 1000:.2f} ms each")

@@ -21,10 +21,24 @@ import click
 from click.core import ParameterSource
 
 from .allocator import keep_freed_memory
-from .defaults import CALIBRATION_RENDERS, FIT_BATCH, FIT_EPOCHS, FIT_LR, RUN_BATCH, WATCH_STEADY
+from .defaults import (
+    CALIBRATION_RENDERS,
+    FIT_BATCH,
+    FIT_EPOCHS,
+    FIT_LR,
+    LINE_BATCH,
+    LINE_LR,
+    LINES_NAME,
+    RUN_BATCH,
+    WATCH_STEADY,
+    WEIGHTS_NAME,
+)
 from .errors import INTERNAL_ERROR, INTERRUPTED, SOME_UNREADABLE, STDOUT_CLOSED, USAGE_ERROR, DigitscanError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .linefit import LineFitConfig
     from .preprocess import Invert
 
 DEBUG_ENV = "DIGITSCAN_DEBUG"
@@ -140,6 +154,8 @@ def main() -> None:
               help="Each image is a field of several digits on one line: read them all, as `text`.")
 @click.option("--digits", type=click.IntRange(1), default=None, metavar="N",
               help="With --field: each field holds N digits (implies --field).")
+@click.option("--line-weights", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH",
+              help="With --field: the line reader's archive (fit --fields makes one). [default: the shipped one]")
 @click.option("--every", type=click.IntRange(1), default=None, metavar="N",
               help="Videos: read every N-th frame. [default: every frame]")
 @click.option("--fps", type=click.FloatRange(0, min_open=True), default=None, metavar="F",
@@ -155,8 +171,8 @@ def main() -> None:
               help="With --engine ray: GPUs reserved by each model actor.")
 def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, batch_size: int, workers: int | None,
         device: str, weights: Path | None, invert: Invert, probs: bool, quiet: bool, resume: bool, frames: Path | None,
-        field: bool, digits: int | None, every: int | None, fps: float | None, gpu_decode: bool, engine: str,
-        address: str | None, actors: int, gpus_per_actor: float) -> None:
+        field: bool, digits: int | None, line_weights: Path | None, every: int | None, fps: float | None,
+        gpu_decode: bool, engine: str, address: str | None, actors: int, gpus_per_actor: float) -> None:
     """Read the digit in each image of INPUT... and write one row per image.
 
     INPUT is any mix of folders (scanned for image and video files), image files, video files
@@ -192,6 +208,8 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, bat
         check_field_format(fmt, probs)
         if frames is not None:
             raise click.UsageError("--frames keeps single digits' frames; it does not go with --field")
+    elif line_weights is not None:
+        raise click.UsageError("--line-weights is the line reader's, which reads fields: add --field")
 
     with _importing():
         from rich.console import Console
@@ -204,7 +222,8 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, bat
     opts = RunOptions(out=out, fmt=fmt, recursive=recursive, batch_size=batch_size, workers=workers, device=device,
                       weights=weights, invert=invert, probs=probs, quiet=quiet, resume=resume,
                       engine=engine, address=address, actors=actors, gpus_per_actor=gpus_per_actor, frames=frames,
-                      gpu_decode=gpu_decode, field=field, digits=digits, sampling=Sampling(every or 1, fps))
+                      gpu_decode=gpu_decode, field=field, digits=digits, line_weights=line_weights,
+                      sampling=Sampling(every or 1, fps))
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     outcome = run_job(list(inputs), opts)
     if not quiet:
@@ -225,11 +244,13 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, bat
 @click.option("--from", "start", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Fine-tune this archive. [default: the shipped weights]")
 @click.option("--scratch", is_flag=True, help="Start from random weights instead of fine-tuning.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("digitscan.pt"),
-              show_default=True, help="Where to write the TorchScript archive (and its .json card).")
-@click.option("--batch-size", default=FIT_BATCH, show_default=True, type=click.IntRange(1))
-@click.option("--lr", default=FIT_LR, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Peak learning rate of the one-cycle schedule.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the TorchScript archive (and its .json card). "
+                   "[default: digitscan.pt; lines.pt with --fields]")
+@click.option("--batch-size", default=None, type=click.IntRange(1),
+              help=f"[default: {FIT_BATCH}; {LINE_BATCH} with --fields]")
+@click.option("--lr", default=None, type=click.FloatRange(min=0, min_open=True),
+              help=f"Peak learning rate of the one-cycle schedule. [default: {FIT_LR}; {LINE_LR} with --fields]")
 @device_option
 @click.option("--seed", default=0, show_default=True, type=int, help="Makes a CPU run repeatable.")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -243,10 +264,12 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, bat
 @click.option("--teacher", "teachers", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               metavar="ARCHIVE", help="Also learn this archive's readings of each digit (distillation); "
               "repeat it to learn the mean of several.")
-def fit(epochs: int, data: Path | None, start: Path | None, scratch: bool, out: Path, batch_size: int, lr: float,
-        device: str, seed: int, resume: Path | None, checkpoint: Path | None, limit: int | None,
-        labeled: Path | None, calibrate: int, teachers: tuple[Path, ...]) -> None:
-    """Train or fine-tune the model on MNIST (and your labelled scans).
+@click.option("--fields", "lines", is_flag=True,
+              help="Train the line reader that reads fields (run --field) on fields written with MNIST's digits.")
+def fit(epochs: int, data: Path | None, start: Path | None, scratch: bool, out: Path | None, batch_size: int | None,
+        lr: float | None, device: str, seed: int, resume: Path | None, checkpoint: Path | None, limit: int | None,
+        labeled: Path | None, calibrate: int, teachers: tuple[Path, ...], lines: bool) -> None:
+    """Train or fine-tune the model on MNIST (and your labelled scans), or with --fields the line reader.
 
     \b
     Examples:
@@ -254,24 +277,40 @@ def fit(epochs: int, data: Path | None, start: Path | None, scratch: bool, out: 
       digitscan fit --labeled my_scans/ --epochs 2 --out tuned.pt
       digitscan fit --resume my.ckpt
       digitscan fit --scratch --teacher a.pt --teacher b.pt --epochs 30 --out student.pt
+      digitscan fit --fields --epochs 2 --out my_lines.pt
     """
     from rich.console import Console
 
     from .fit import FitConfig, resumed_config
     from .fit import fit as run_fit
+    from .linefit import LineFitConfig
     from .report import epochs_table
     from .trainingdata import default_data_root
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
+    if scratch and start:
+        _fail("--from and --scratch exclude each other")
+    if lines:
+        ctx = click.get_current_context()
+        digit_model_only = {"resume": "--resume", "checkpoint": "--checkpoint", "labeled": "--labeled",
+                            "calibrate": "--calibrate", "teachers": "--teacher"}
+        unfit = [flag for name, flag in digit_model_only.items()
+                 if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
+        if unfit:
+            _fail(f"--fields trains the line reader on MNIST's fields; {', '.join(unfit)} "
+                  f"{'is' if len(unfit) == 1 else 'are'} for the digit model")
+        _fit_lines(LineFitConfig(data=data or default_data_root(), out=out or Path(LINES_NAME), epochs=epochs,
+                                 batch_size=batch_size or LINE_BATCH, lr=lr or LINE_LR, device=device, seed=seed,
+                                 start=start, scratch=scratch, limit=limit, command=_command_line()), console)
+        return
     if resume is not None:
         ctx = click.get_current_context()
         given = {name: value for name, value in ctx.params.items()
                  if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE and name not in {"resume", "device"}}
         cfg = resumed_config(resume, given, device)
     else:
-        if scratch and start:
-            _fail("--from and --scratch exclude each other")
-        cfg = FitConfig(data=data or default_data_root(), out=out, epochs=epochs, batch_size=batch_size, lr=lr,
+        cfg = FitConfig(data=data or default_data_root(), out=out or Path(WEIGHTS_NAME), epochs=epochs,
+                        batch_size=batch_size or FIT_BATCH, lr=lr or FIT_LR,
                         device=device, seed=seed, start=start, scratch=scratch, limit=limit, labeled=labeled,
                         command=_command_line(), checkpoint=checkpoint, calibrate=calibrate,
                         teachers=teachers)
@@ -284,6 +323,18 @@ def fit(epochs: int, data: Path | None, start: Path | None, scratch: bool, out: 
         sys.exit(INTERRUPTED)
     console.print(f"wrote {cfg.out} (MNIST test accuracy {result.card['mnist_test_accuracy']:.4f}, "
                   f"sha256 {result.card['sha256'][:12]}…)")
+
+
+def _fit_lines(cfg: LineFitConfig, console: Console) -> None:
+    """`fit --fields`: train the line reader, then say what was written."""
+    from .linefit import fit_lines
+
+    result = fit_lines(cfg, log=console.print)
+    if result.card is not None:
+        console.print(f"wrote {cfg.out} (holdout fields read exactly {result.card['holdout_fields_exact']:.4f}, "
+                      f"sha256 {result.card['sha256'][:12]}…)")
+    if result.interrupted:
+        sys.exit(INTERRUPTED)
 
 
 @main.command()

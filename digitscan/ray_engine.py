@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from .dataset import OK, ScanDataset
-from .defaults import RUN_BATCH
+from .defaults import LINES_NAME, RUN_BATCH
 from .errors import DigitscanError
+from .lines import LineReader, load_line_archive
 from .model import WeightsError, default_weights, load_archive
 from .preprocess import FRAME, Invert
 from .scorer import Reading, Result, checked_probabilities, field_result, frame_probabilities, read_fields
@@ -54,10 +55,11 @@ def _prepare(batch: dict[str, np.ndarray], invert: str, field: bool) -> dict[str
 class _Model:
     """Ray actor: loads the archive once, scores the ok images of each batch."""
 
-    def __init__(self, weights: str, invert: Invert, digits: int | None) -> None:
+    def __init__(self, weights: str, invert: Invert, digits: int | None, lines: str | None) -> None:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.weights = Path(weights)
         self.model = load_archive(self.weights, self.device)
+        self.lines = LineReader(Path(lines), self.device) if lines is not None else None
         self.invert, self.digits = invert, digits
 
     def _probabilities(self, frames: torch.Tensor) -> torch.Tensor:
@@ -88,7 +90,8 @@ class _Model:
         fatal = ""
         try:
             greys = [(batch["grey"][k], float(batch["scale"][k])) for k in ok]
-            for k, (inverted, readings) in zip(ok, read_fields(greys, self.invert, self.digits, self._probabilities),
+            for k, (inverted, readings) in zip(ok, read_fields(greys, self.invert, self.digits, self._probabilities,
+                                                                   self.lines),
                                                strict=True):
                 read[k] = json.dumps({"inverted": inverted, "digits": None if readings is None else
                                       [(r.digit, r.confidence, r.box, r.probs) for r in readings]})
@@ -103,7 +106,7 @@ class RayScorer:
 
     def __init__(self, weights: str | Path | None = None, batch_size: int = RUN_BATCH, invert: Invert = "auto",
                  address: str | None = None, actors: int = 1, gpus_per_actor: float = 0.0,
-                 digits: int | None = None, field: bool = False) -> None:
+                 digits: int | None = None, field: bool = False, line_weights: str | Path | None = None) -> None:
         try:
             import ray
         except ImportError:
@@ -113,6 +116,10 @@ class RayScorer:
         self.batch_size, self.invert = batch_size, invert
         self.actors, self.gpus_per_actor = actors, gpus_per_actor
         self.field, self.digits = field or digits is not None, digits
+        self.line_weights = (Path(line_weights) if line_weights is not None else default_weights(LINES_NAME)) \
+            if self.field else None
+        if self.line_weights is not None:
+            load_line_archive(self.line_weights)
         try:
             if ray.is_initialized():
                 pass  # the caller set Ray up (a notebook, a test): use it as it is
@@ -140,10 +147,11 @@ class RayScorer:
         ds: ray.data.Dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items) // self.batch_size))
         ds = ds.map_batches(functools.partial(_prepare, invert=self.invert, field=self.field),
                             batch_size=self.batch_size, batch_format="numpy")
+        lines = None if self.line_weights is None else str(self.line_weights)
         ds = ds.map_batches(_Model, batch_size=self.batch_size, batch_format="numpy", concurrency=self.actors,
                             num_cpus=0.25, num_gpus=self.gpus_per_actor,
                             fn_constructor_kwargs={"weights": str(self.weights), "invert": self.invert,
-                                                   "digits": self.digits})
+                                                   "digits": self.digits, "lines": lines})
         for batch in ds.iter_batches(batch_size=self.batch_size, batch_format="numpy"):
             if any(batch["fatal"]):
                 raise WeightsError(next(str(message) for message in batch["fatal"] if message))

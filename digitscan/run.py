@@ -59,6 +59,8 @@ class RunOptions:
     """Each image is a field of several digits: rows carry `text` (and `digits` in JSON and JSONL)."""
     digits: int | None = None
     """With fields: how many digits each holds, when the form says."""
+    line_weights: Path | None = None
+    """With fields: the line reader's archive (lines.py). [default: the shipped one]"""
     sampling: Sampling = Sampling()
     """Which frames of a video are read, each as one input."""
 
@@ -80,10 +82,10 @@ def make_scorer(opts: RunOptions) -> Scorer | RayScorer:
         if opts.frames is not None:
             raise OutputError("--frames works with the local engine only")
         return RayScorer(opts.weights, opts.batch_size, opts.invert, opts.address, opts.actors, opts.gpus_per_actor,
-                         opts.digits, opts.field)
+                         opts.digits, opts.field, opts.line_weights)
     return Scorer(opts.weights, opts.device, opts.batch_size, opts.workers, opts.invert,
                   keep_frames=opts.frames is not None, decode_on_device=opts.gpu_decode, field=opts.field,
-                  digits=opts.digits)
+                  digits=opts.digits, line_weights=opts.line_weights)
 
 
 def make_frames_folder(folder: Path) -> None:
@@ -107,6 +109,7 @@ def run(inputs: list[str], opts: RunOptions, on_batch: Callable[[int], None] | N
                                 "invert": opts.invert}
     if opts.field:
         settings["digits"] = opts.digits
+        settings["lines"] = sha256(scorer.line_weights) if scorer.line_weights is not None else None
     if any(is_video(p) for p in found):
         settings["frames"] = str(opts.sampling)
     check_not_an_input(opts.out, paths)

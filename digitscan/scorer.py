@@ -18,8 +18,9 @@ from torch.utils.data import DataLoader
 from .dataset import BLANK, ERROR, OK, Batch, Item, ScanDataset, make_loader
 from .defaults import RUN_BATCH
 from .devices import describe, pick_device
-from .fields import Judge, cut_fields
+from .fields import Judge, cut_found, find_fields
 from .frames import to_uint8
+from .lines import LineReader, LineReading, line_images
 from .model import WeightsError, default_weights, load_archive
 from .ondevice import prepare_on_device
 from .preprocess import Invert
@@ -69,7 +70,8 @@ class Scorer:
 
     def __init__(self, weights: str | Path | None = None, device: str = "auto", batch_size: int = RUN_BATCH,
                  workers: int | None = None, invert: Invert = "auto", keep_frames: bool = False,
-                 decode_on_device: bool = False, field: bool = False, digits: int | None = None) -> None:
+                 decode_on_device: bool = False, field: bool = False, digits: int | None = None,
+                 line_weights: str | Path | None = None, segment_only: bool = False) -> None:
         self.device = pick_device(device)
         self.decode_on_device = decode_on_device
         """Plain JPEGs decoded and prepared on the model's device (ondevice.py), not in the loader workers."""
@@ -78,6 +80,10 @@ class Scorer:
         self.digits = digits
         self.weights = default_weights() if weights is None else Path(weights)
         self.model = load_archive(self.weights, self.device)
+        self.lines = None if segment_only or not self.field else \
+            LineReader(None if line_weights is None else Path(line_weights), self.device)
+        """Fields are read whole by the line reader too (lines.py), unless `segment_only`."""
+        self.line_weights = self.lines.weights if self.lines is not None else None
         self.batch_size = batch_size
         self.workers = default_workers() if workers is None else workers
         self.invert = invert
@@ -163,7 +169,7 @@ class Scorer:
 
     @torch.inference_mode()
     def _field_results(self, batch: Batch, sources: Sequence[str | Image.Image]) -> list[Result]:
-        fields = read_fields(batch.greys, self.invert, self.digits, self._probabilities, self.keep_frames)
+        fields = read_fields(batch.greys, self.invert, self.digits, self._probabilities, self.lines, self.keep_frames)
         read = dict(zip(batch.ok, fields, strict=True))
         results = []
         for pos, item in enumerate(batch.items):
@@ -201,12 +207,24 @@ class Scorer:
 
 
 def read_fields(greys: Sequence[tuple[np.ndarray, float]], invert: Invert, digits: int | None,
-                probabilities: Judge, keep_frames: bool = False) -> list[tuple[bool, list[Reading] | None]]:
-    """Each decoded field (with its scale, as `ScanDataset(field=True)` gives it) cut into digits, the
-    model judging doubtful cuts (fields.py), and read: (inverted, its readings, or None when blank)."""
-    cuts = cut_fields([grey for grey, _ in greys], invert, digits, judge=probabilities)
+                probabilities: Judge, lines: LineReader | None,
+                keep_frames: bool = False) -> list[tuple[bool, list[Reading] | None]]:
+    """Each decoded field (with its scale, as `ScanDataset(field=True)` gives it) read: (inverted, its
+    readings, or None when blank).
+
+    The line reader (`lines`) reads each field whole; the segmenter (fields.py) cuts it into as many
+    digits as it holds (`digits`; else as many as the line reader read), the model judging doubtful cuts
+    and reading each digit; where both read as many digits, the surer text is kept (`_surer`), its digits
+    in the segmenter's boxes.
+    """
+    found = find_fields([grey for grey, _ in greys], invert)
+    inked = [f.ink for f in found if f.ink is not None]
+    read = iter(lines.read(line_images(inked)) if lines is not None and inked else [])
+    whole = [next(read) if f.ink is not None and lines is not None else None for f in found]
+    counts = [digits or (len(w.text) if w is not None and w.text else None) for w in whole]
+    cuts = cut_found(found, counts, judge=probabilities)
     out: list[tuple[bool, list[Reading] | None]] = []
-    for cut, (_, scale) in zip(cuts, greys, strict=True):
+    for cut, (_, scale), line in zip(cuts, greys, whole, strict=True):
         if cut.pixels is None or cut.probs is None:
             out.append((cut.inverted, None))
             continue
@@ -216,8 +234,17 @@ def read_fields(greys: Sequence[tuple[np.ndarray, float]], invert: Invert, digit
             box = (round(left * scale), round(top * scale), round(right * scale), round(bottom * scale))
             frame = to_uint8(cut.pixels[k]) if keep_frames else None
             readings.append(Reading(best, p[best], box, p, frame))
-        out.append((cut.inverted, readings))
+        out.append((cut.inverted, _surer(readings, line) if line is not None else readings))
     return out
+
+
+def _surer(readings: list[Reading], line: LineReading) -> list[Reading]:
+    """The segmenter's readings, or the line reader's digits in their boxes where it read as many digits,
+    differently, and is surer of its text than the segmenter is of its own (the product of its digits')."""
+    if len(line.text) != len(readings) or line.text == "".join(str(r.digit) for r in readings) \
+            or line.confidence <= math.prod(r.confidence for r in readings):
+        return readings
+    return [Reading(int(d), max(p), r.box, p, r.frame) for d, p, r in zip(line.text, line.probs, readings, strict=True)]
 
 
 def field_result(name: str, inverted: bool, readings: list[Reading] | None) -> Result:

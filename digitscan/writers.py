@@ -27,7 +27,7 @@ SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl
 SETTINGS_SUFFIX = ".settings.json"
 """Beside a results file, the settings that shaped its rows: `--resume` must not change them."""
 SETTING_FLAGS = {"columns": "--probs", "weights": "--weights", "invert": "--invert", "digits": "--digits",
-                 "frames": "--every/--fps"}
+                 "lines": "--line-weights", "frames": "--every/--fps"}
 NAME_ERRORS = {"csv": "surrogateescape", "json": "backslashreplace", "jsonl": "backslashreplace"}
 """A file name that is not valid UTF-8 (ordinary on Linux) is written as its own bytes in CSV, and as
 the escape \\udcXX that Python's json reads back to the same name in JSON: either way --resume finds it."""

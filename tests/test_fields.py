@@ -19,6 +19,7 @@ from digitscan import review as review_module
 from digitscan import scorer as scorer_module
 from digitscan.cli import main
 from digitscan.fields import cut_fields
+from digitscan.scorer import Scorer
 from digitscan.trainingdata import load_labelled
 
 FIELDS = Path(__file__).resolve().parents[1] / "examples" / "fields"
@@ -74,12 +75,17 @@ def test_digits_n_gives_every_field_n_digits_and_reads_no_worse(runner):
 
 
 def test_digits_n_cuts_the_piece_whose_cut_reads_best_not_the_widest(runner):
-    """In light_on_dark_6 (244714) the 1 and the last 4 touch and are read whole as a 4 (24474): told
-    there are 6, the pair is cut, where the judge gains most, not the widest piece (the 2: 214474)."""
+    """In light_on_dark_6 (244714) the 1 and the last 4 touch and the segmenter alone reads them whole as a
+    4 (24474): told there are 6, it cuts the pair, where the judge gains most, not the widest piece (the 2:
+    214474). The line reader reads six digits, so `run --field` cuts the pair untold."""
     path = str(FIELDS / "light_on_dark_6.png")
-    assert runner.invoke(main, ["run", path, "--field", "-q"]).stdout.splitlines()[1].split(",")[1] == "24474"
-    result = runner.invoke(main, ["run", path, "--digits", "6", "-q"])
-    assert result.stdout.splitlines()[1].split(",")[1] == "244714"
+
+    def text(scorer: Scorer) -> str | None:
+        return [r for batch in scorer.score([path]) for r in batch][0].text
+
+    assert text(Scorer(device="cpu", workers=0, field=True, segment_only=True)) == "24474"
+    assert text(Scorer(device="cpu", workers=0, digits=6, segment_only=True)) == "244714"
+    assert runner.invoke(main, ["run", path, "--field", "-q"]).stdout.splitlines()[1].split(",")[1] == "244714"
 
 
 def test_jsonl_rows_carry_each_digit_with_its_box_and_probabilities(runner, tmp_path):
@@ -278,17 +284,17 @@ def test_a_seam_goes_round_the_ink_that_a_straight_cut_would_cross():
     assert ink[:, 12].sum() > 10
 
 
-def test_a_touching_pair_whose_boxes_overlap_is_parted_along_a_seam(runner, monkeypatch):
-    """In the touching example 0202, the 0 and the 2 touch and share columns: the cut winds between
-    them (their boxes overlap); no cut straight down parts them well, and the pair was read 6202."""
-    args = ["run", str(FIELDS / "touching_4.png"), "--field", "--format", "jsonl", "-q"]
-    row = json.loads(runner.invoke(main, args).stdout)
-    assert row["text"] == "0202"
-    zero, two = row["digits"][0]["box"], row["digits"][1]["box"]
+def test_a_touching_pair_whose_boxes_overlap_is_parted_along_a_seam(monkeypatch):
+    """In the touching example 0202, the 0 and the 2 touch and share columns: the segmenter's cut winds
+    between them (their boxes overlap); no cut straight down parts them well, and the pair was read 6202."""
+    scorer = Scorer(device="cpu", workers=0, field=True, segment_only=True)
+    [result] = next(scorer.score([str(FIELDS / "touching_4.png")]))
+    assert result.text == "0202" and result.digits is not None
+    zero, two = result.digits[0].box, result.digits[1].box
     assert two[0] < zero[2]
     monkeypatch.setattr(fields_module, "_seams", lambda inks, places, reaches: [
         np.repeat(at[:, None], len(ink), axis=1) for ink, at in zip(inks, places, strict=True)])
-    assert json.loads(runner.invoke(main, args).stdout)["text"] != "0202"
+    assert next(scorer.score([str(FIELDS / "touching_4.png")]))[0].text != "0202"
 
 
 def test_a_narrow_piece_read_whole_with_doubt_is_offered_the_cut():

@@ -1,0 +1,230 @@
+"""`digitscan fit --fields`: train the line reader (lines.py) on fields written with MNIST's digits."""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .augment import augment
+from .decode import load_grey
+from .defaults import LINE_BATCH, LINE_LR, LINES_NAME
+from .devices import describe, pick_device
+from .fields import FIELD_SIDE, find_fields
+from .fit import HOLDOUT
+from .lines import BLANK, LINE_HEIGHT, LINE_STRIDE, LineNet, batch_lines, decode, line_images
+from .model import WeightsError, default_weights, open_archive, save_archive
+from .scorer import default_workers
+from .stopping import StopRequest
+from .synth import FIELD_LOOKS, field
+from .trainingdata import load_mnist
+
+FIELDS_PER_DIGIT = 2
+"""Training fields written per training digit (each digit is in about eight of them)."""
+FIELD_LENGTHS = (1, 7)
+"""Digits in a training field, drawn uniformly in this range."""
+HOLDOUT_FIELDS = 1000
+"""Fields of MNIST's holdout digits, as written and unchanged, whose exact reading each epoch reports."""
+STRETCH = (0.8, 1.2)
+"""Half the batches are stretched across by a factor drawn in this range: hands write wide and narrow."""
+MIN_INK = 10
+"""An augmented digit with fewer inked pixels than this (a stroke erased away) is written as it was."""
+
+
+@dataclass
+class LineFitConfig:
+    """What `digitscan fit --fields` was asked to do."""
+
+    data: Path
+    out: Path = Path(LINES_NAME)
+    epochs: int = 5
+    batch_size: int = LINE_BATCH
+    lr: float = LINE_LR
+    device: str = "auto"
+    seed: int = 0
+    start: Path | None = None
+    scratch: bool = False
+    limit: int | None = None
+    command: str = ""
+
+
+class FieldLines(Dataset):
+    """Fields written with digits from `pool` (N x 28 x 28, uint8) in the FIELD_LOOKS, as the line
+    reader sees them: field k is drawn from seed (`seed`, `part`, k), so a set is the same in any process
+    (parts: the training set and the holdout's)."""
+
+    def __init__(self, pool: np.ndarray, labels: np.ndarray, count: int, seed: int, part: int) -> None:
+        self.pool, self.labels, self.count, self.seed, self.part = pool, labels, count, seed, part
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, str]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[np.ndarray, str]]:
+        """Each field's line (uint8: a hundred thousand of them fit in memory) and text."""
+        looks = list(FIELD_LOOKS.values())
+        greys, texts = [], []
+        for index in indices:
+            rng = np.random.default_rng((self.seed, self.part, index))
+            length = int(rng.integers(FIELD_LENGTHS[0], FIELD_LENGTHS[1] + 1))
+            picks = rng.choice(len(self.labels), size=length, replace=False)
+            image = field([self.pool[i] for i in picks], rng, looks[int(rng.integers(len(looks)))])
+            greys.append(load_grey(image, FIELD_SIDE))
+            texts.append("".join(str(int(self.labels[i])) for i in picks))
+        lines = line_images([found.ink for found in find_fields(greys)])
+        return [(line.mul(255).round().byte().numpy(), text) for line, text in zip(lines, texts, strict=True)]
+
+
+def write_fields(fields: FieldLines, what: str) -> list[tuple[torch.Tensor, str]]:
+    """Every field of the set (its line as uint8, and its text), written by the loader's processes (as
+    arrays: a tensor from a worker would hold a file of shared memory open)."""
+    loader = DataLoader(fields, batch_size=64, num_workers=default_workers(), collate_fn=list)
+    return [(torch.from_numpy(line), text)
+            for batch in tqdm(loader, desc=what, unit="batch", leave=False, dynamic_ncols=True, disable=None)
+            for line, text in batch]
+
+
+@dataclass
+class LineFitResult:
+    card: dict[str, Any] | None
+    """The archive's card; None when interrupted before the first epoch ended."""
+    history: list[dict[str, float]]
+    interrupted: bool
+
+
+def fit_lines(cfg: LineFitConfig, log: Callable[[str], None] = print) -> LineFitResult:
+    """Train as `cfg` says, writing the archive after every epoch (Ctrl-C keeps the last one)."""
+    started = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    net = LineNet()
+    if not cfg.scratch:
+        source = cfg.start or default_weights(LINES_NAME)
+        try:
+            net.load_state_dict(open_archive(source, freeze=False).state_dict())
+        except RuntimeError:
+            raise WeightsError(f"{source}: weights do not fit LineNet (train a new one with --scratch)") from None
+        log(f"fine-tuning from {source}")
+    net.to(device)
+    train, holdout = _fields(cfg, log)
+    batches = _by_width(train, cfg.batch_size)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * len(batches),
+                                                   pct_start=0.1)
+    rng = np.random.default_rng(cfg.seed)
+    history: list[dict[str, float]] = []
+    card = None
+    stop = StopRequest()
+    with stop.installed():
+        for epoch in range(cfg.epochs):
+            tick = time.perf_counter()
+            net.train()
+            total, done = 0.0, 0
+            bar = tqdm(rng.permutation(len(batches)), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                       leave=False, dynamic_ncols=True, disable=None)
+            for b in bar:
+                loss = _step(net, [train[k] for k in batches[b]], rng, device)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                total, done = total + loss.item(), done + 1
+                bar.set_postfix(loss=f"{total / done:.4f}")
+                if stop.requested:
+                    break
+            bar.close()
+            if stop.requested:
+                log(f"interrupted in epoch {epoch + 1}" + (f"; {cfg.out} holds epoch {epoch}" if card else ""))
+                return LineFitResult(card, history, interrupted=True)
+            history.append({"epoch": epoch + 1, "loss": total / max(done, 1),
+                            "holdout_fields": exact_share(net, holdout, device),
+                            "seconds": time.perf_counter() - tick})
+            last = history[-1]
+            log(f"epoch {epoch + 1}: loss {last['loss']:.4f}  holdout fields read exactly {last['holdout_fields']:.4f}"
+                f"  ({last['seconds']:.0f} s)")
+            card = save_archive(net, cfg.out, _card(cfg, net, history, device, len(train), started))
+            net.to(device)
+    return LineFitResult(card, history, interrupted=False)
+
+
+def _fields(cfg: LineFitConfig, log: Callable[[str], None]) -> tuple[list[tuple[torch.Tensor, str]], ...]:
+    """The training fields (MNIST's training split less the holdout, each digit augmented once) and the
+    holdout's fields (its digits as written)."""
+    images, labels = load_mnist(cfg.data, train=True)
+    train_x, train_y = images[:-HOLDOUT][: cfg.limit], labels[:-HOLDOUT][: cfg.limit]
+    x = train_x.unsqueeze(1).float() / 255
+    changed = augment(x, train_y).clamp(0, 1)
+    erased = (changed > 0.1).flatten(1).sum(1) < MIN_INK
+    changed[erased] = x[erased]
+    pool = changed.squeeze(1).mul(255).round().byte().numpy()
+    count = FIELDS_PER_DIGIT * len(train_y)
+    log(f"writing {count:,} training fields and {min(HOLDOUT_FIELDS, count):,} holdout fields "
+        f"from {len(train_y):,} + {HOLDOUT:,} MNIST digits")
+    train = write_fields(FieldLines(pool, train_y.numpy(), count, cfg.seed, part=0), "training fields")
+    holdout = write_fields(FieldLines(images[-HOLDOUT:].numpy(), labels[-HOLDOUT:].numpy(),
+                                      min(HOLDOUT_FIELDS, count), cfg.seed, part=1), "holdout fields")
+    return train, holdout
+
+
+def _by_width(fields: list[tuple[torch.Tensor, str]], size: int) -> list[list[int]]:
+    """Batches of `size` fields of similar widths."""
+    order = sorted(range(len(fields)), key=lambda k: fields[k][0].shape[1])
+    return [order[start:start + size] for start in range(0, len(order), size)]
+
+
+def _step(net: LineNet, fields: list[tuple[torch.Tensor, str]], rng: np.random.Generator,
+          device: torch.device) -> torch.Tensor:
+    """The CTC loss of one batch, stretched across at random half the time."""
+    x, _ = batch_lines([line.float() / 255 for line, _ in fields])
+    if rng.random() < 0.5:
+        width = max(2 * LINE_STRIDE, int(x.shape[3] * rng.uniform(*STRETCH)) // LINE_STRIDE * LINE_STRIDE)
+        x = F.interpolate(x, size=(LINE_HEIGHT, width), mode="bilinear", align_corners=False)
+    logs = net(x.to(device)).log_softmax(dim=2).transpose(0, 1)
+    targets = torch.tensor([int(c) for _, text in fields for c in text])
+    lengths = torch.tensor([len(text) for _, text in fields])
+    return F.ctc_loss(logs, targets, torch.full((len(fields),), logs.shape[0], dtype=torch.long), lengths,
+                      blank=BLANK, zero_infinity=True)
+
+
+@torch.inference_mode()
+def exact_share(net: torch.nn.Module, fields: list[tuple[torch.Tensor, str]], device: torch.device) -> float:
+    """The share of fields whose every digit the reader reads right, and no other."""
+    net.eval()
+    right = 0
+    for batch in _by_width(fields, LINE_BATCH):
+        x, steps = batch_lines([fields[k][0].float() / 255 for k in batch])
+        readings = decode(net(x.to(device)).cpu(), steps)
+        right += sum(reading.text == fields[k][1] for k, reading in zip(batch, readings, strict=True))
+    return right / max(1, len(fields))
+
+
+def _card(cfg: LineFitConfig, net: torch.nn.Module, history: list[dict[str, float]], device: torch.device,
+          count: int, started: float) -> dict[str, Any]:
+    """What the archive's JSON card says of how it was made."""
+    return {
+        "model": "LineNet",
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "holdout_fields_exact": history[-1]["holdout_fields"],
+        "command": cfg.command,
+        "trained_on": f"{describe(device)}, {platform.processor() or platform.machine()}",
+        "train_seconds": round(sum(h["seconds"] for h in history), 1),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "train_fields": count,
+        "epochs": history,
+        "steps_per_epoch": math.ceil(count / cfg.batch_size),
+        "torch": torch.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
