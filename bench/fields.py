@@ -5,6 +5,7 @@ holdout (never trained on) and from Semeion, in each kind of `synth.FIELD_LOOKS`
     python bench/fields.py --per-kind 100 --show-errors 5
     python bench/fields.py --weights tuned.pt --line-weights my_lines.pt
     python bench/fields.py --kind touching --per-kind 500 --seed 11   # one kind (other draws than all kinds)
+    python bench/fields.py --kind scan --kind touching --lengths 1,2,8,10,14 --per-kind 100 --seed 9
 
 Each field is read as a whole, as `digitscan run --field` reads it, without and with `--digits N`, and
 by the segmenter alone (without the line reader: "cut only"); the last lines sum each column's
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--show-errors", type=int, default=0, metavar="N")
     parser.add_argument("--weights", default=None, help="an archive other than the shipped weights")
     parser.add_argument("--line-weights", default=None, help="a line reader other than the shipped one")
+    parser.add_argument("--lengths", default="4,6", help="digits per field, comma-separated")
     parser.add_argument("--kind", action="append", choices=list(FIELD_LOOKS),
                         help="only this kind of field (repeat for several; default: all)")
     args = parser.parse_args()
@@ -70,7 +72,7 @@ def main() -> None:
     sums: dict[str, np.ndarray] = {}
     for source, (pool, truth) in sources.items():
         for kind, look in looks.items():
-            for length in (4, 6):
+            for length in [int(n) for n in args.lengths.split(",")]:
                 picks = [rng.choice(len(truth), size=length, replace=False) for _ in range(args.per_kind)]
                 fields = [field([pool[i] for i in pick], rng, look) for pick in picks]
                 texts = ["".join(str(int(truth[i])) for i in pick) for pick in picks]
