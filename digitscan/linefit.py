@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .augment import augment
 from .decode import load_grey
-from .defaults import LINE_BATCH, LINE_LR, LINES_NAME
+from .defaults import FIT_EPOCHS, LINE_BATCH, LINE_LR, LINES_NAME
 from .devices import describe, pick_device
 from .fields import FIELD_SIDE, find_fields
 from .fit import HOLDOUT
@@ -48,7 +48,7 @@ class LineFitConfig:
 
     data: Path
     out: Path = Path(LINES_NAME)
-    epochs: int = 5
+    epochs: int = FIT_EPOCHS
     batch_size: int = LINE_BATCH
     lr: float = LINE_LR
     device: str = "auto"
@@ -193,10 +193,10 @@ def _step(net: LineNet, fields: list[tuple[torch.Tensor, str]], rng: np.random.G
         width = max(2 * LINE_STRIDE, int(x.shape[3] * rng.uniform(*STRETCH)) // LINE_STRIDE * LINE_STRIDE)
         x = F.interpolate(x, size=(LINE_HEIGHT, width), mode="bilinear", align_corners=False)
     logs = net(x.to(device)).log_softmax(dim=2).transpose(0, 1)
-    targets = torch.tensor([int(c) for _, text in fields for c in text])
-    lengths = torch.tensor([len(text) for _, text in fields])
-    return F.ctc_loss(logs, targets, torch.full((len(fields),), logs.shape[0], dtype=torch.long), lengths,
-                      blank=BLANK, zero_infinity=True)
+    targets = torch.tensor([int(c) for _, text in fields for c in text], device=device)
+    lengths = torch.tensor([len(text) for _, text in fields], device=device)
+    steps = torch.full((len(fields),), logs.shape[0], dtype=torch.long, device=device)
+    return F.ctc_loss(logs, targets, steps, lengths, blank=BLANK, zero_infinity=True)
 
 
 @torch.inference_mode()
