@@ -9,8 +9,9 @@ holdout (never trained on) and from Semeion, in each kind of `synth.FIELD_LOOKS`
 
 Each field is read as a whole, as `digitscan run --field` reads it, without and with `--digits N`, and
 by the segmenter alone (without the line reader: "cut only"); the last lines sum each column's
-figures per source. Also prints the time per field against the time per single digit (both batched,
-in one process).
+figures per source, then say how well the fields' confidence is calibrated and how many wrong fields
+fall below the summary's threshold (those `review` shows). Also prints the time per field against the
+time per single digit (both batched, in one process).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from digitscan.fit import HOLDOUT
+from digitscan.report import LOW_CONFIDENCE
 from digitscan.scorer import Scorer
 from digitscan.synth import FIELD_LOOKS, clean_scan, field
 from digitscan.trainingdata import load_mnist
@@ -40,11 +42,20 @@ def semeion_as_mnist(bits: np.ndarray) -> np.ndarray:
     return out
 
 
-def read(scorer: Scorer, images: list[Image.Image]) -> tuple[list[str], float]:
-    """The text of each field, and the seconds per field."""
+def read(scorer: Scorer, images: list[Image.Image]) -> tuple[list[str], float, list[float]]:
+    """The text of each field, the seconds per field, and each field's confidence."""
     tick = time.perf_counter()
-    texts = [r.text or "" for batch in scorer.score(images) for r in batch]
-    return texts, (time.perf_counter() - tick) / len(images)
+    results = [r for batch in scorer.score(images) for r in batch]
+    seconds = (time.perf_counter() - tick) / len(images)
+    return [r.text or "" for r in results], seconds, [r.confidence or 0.0 for r in results]
+
+
+def calibration_error(confidences: list[float], right: list[bool]) -> float:
+    """Expected calibration error over ten equal bins of confidence."""
+    conf, ok = np.array(confidences), np.array(right, dtype=float)
+    bins = np.minimum((conf * 10).astype(int), 9)
+    return float(sum(abs(conf[bins == b].mean() - ok[bins == b].mean()) * (bins == b).mean()
+                     for b in range(10) if (bins == b).any()))
 
 
 def main() -> None:
@@ -70,17 +81,21 @@ def main() -> None:
     print(f"{'digits from':10s} {'kind':14s} {'len':>3s} {'n':>5s} {'cut only':>8s} {'exact':>7s} {'--digits':>8s} "
           f"{'ms/field':>8s}")
     sums: dict[str, np.ndarray] = {}
+    confidences: dict[str, list[float]] = {}
+    right: dict[str, list[bool]] = {}
     for source, (pool, truth) in sources.items():
         for kind, look in looks.items():
             for length in [int(n) for n in args.lengths.split(",")]:
                 picks = [rng.choice(len(truth), size=length, replace=False) for _ in range(args.per_kind)]
                 fields = [field([pool[i] for i in pick], rng, look) for pick in picks]
                 texts = ["".join(str(int(truth[i])) for i in pick) for pick in picks]
-                cut, _ = read(Scorer(args.weights, device="cpu", workers=0, field=True, segment_only=True), fields)
-                free, seconds = read(Scorer(args.weights, device="cpu", workers=0, field=True,
-                                            line_weights=args.line_weights), fields)
-                told, _ = read(Scorer(args.weights, device="cpu", workers=0, digits=length,
-                                      line_weights=args.line_weights), fields)
+                cut, _, _ = read(Scorer(args.weights, device="cpu", workers=0, field=True, segment_only=True), fields)
+                free, seconds, sure = read(Scorer(args.weights, device="cpu", workers=0, field=True,
+                                                  line_weights=args.line_weights), fields)
+                told, _, _ = read(Scorer(args.weights, device="cpu", workers=0, digits=length,
+                                         line_weights=args.line_weights), fields)
+                confidences.setdefault(source, []).extend(sure)
+                right.setdefault(source, []).extend(a == b for a, b in zip(free, texts, strict=True))
                 exact = np.array([np.mean([a == b for a, b in zip(read_, texts, strict=True)])
                                   for read_ in (cut, free, told)])
                 sums[source] = sums.get(source, 0) + exact
@@ -91,8 +106,13 @@ def main() -> None:
                     print("    true -> read: " + ", ".join(f"{t} -> {f}" for t, f in wrong))
     for source, total in sums.items():
         print(f"{source:10s} {'sum':14s} {'':3s} {'':5s} {total[0]:8.2f} {total[1]:7.2f} {total[2]:8.2f}")
+    for source in sums:
+        sure, ok = np.array(confidences[source]), np.array(right[source])
+        print(f"{source}: fields' confidence, calibration error {calibration_error(list(sure), list(ok)):.4f}; "
+              f"{int((~ok & (sure < LOW_CONFIDENCE)).sum())} of {int((~ok).sum())} wrong fields and "
+              f"{int((ok & (sure < LOW_CONFIDENCE)).sum())} of {int(ok.sum())} right ones below {LOW_CONFIDENCE}")
     singles = [clean_scan(sources["mnist"][0][i], rng) for i in range(500)]
-    _, single = read(Scorer(args.weights, device="cpu", workers=0), singles)
+    _, single, _ = read(Scorer(args.weights, device="cpu", workers=0), singles)
     print(f"single digits (clean_scan), batched: {single * 1000:.2f} ms each")
 
 

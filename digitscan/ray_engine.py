@@ -90,11 +90,10 @@ class _Model:
         fatal = ""
         try:
             greys = [(batch["grey"][k], float(batch["scale"][k])) for k in ok]
-            for k, (inverted, readings) in zip(ok, read_fields(greys, self.invert, self.digits, self._probabilities,
-                                                                   self.lines),
-                                               strict=True):
-                read[k] = json.dumps({"inverted": inverted, "digits": None if readings is None else
-                                      [(r.digit, r.confidence, r.box, r.probs) for r in readings]})
+            fields = read_fields(greys, self.invert, self.digits, self._probabilities, self.lines)
+            for k, (inverted, readings, confidence) in zip(ok, fields, strict=True):
+                read[k] = json.dumps({"inverted": inverted, "confidence": confidence, "digits": None if readings is None
+                                      else [(r.digit, r.confidence, r.box, r.probs) for r in readings]})
         except DigitscanError as exc:
             fatal = str(exc)
         return {key: batch[key] for key in ("index", "status", "inverted", "error")} | {
@@ -167,7 +166,8 @@ class RayScorer:
             read = json.loads(batch["read"][n])
             digits = read["digits"]
             return field_result(path, read["inverted"], None if digits is None else [
-                Reading(digit, confidence, tuple(box), probs) for digit, confidence, box, probs in digits])
+                Reading(digit, confidence, tuple(box), probs) for digit, confidence, box, probs in digits],
+                read["confidence"])
         probs = batch["probs"][n]
         digit = int(probs.argmax())
         return Result(path, digit, float(probs[digit]), inverted, OK, probs=probs.tolist())

@@ -208,9 +208,9 @@ class Scorer:
 
 def read_fields(greys: Sequence[tuple[np.ndarray, float]], invert: Invert, digits: int | None,
                 probabilities: Judge, lines: LineReader | None,
-                keep_frames: bool = False) -> list[tuple[bool, list[Reading] | None]]:
+                keep_frames: bool = False) -> list[tuple[bool, list[Reading] | None, float | None]]:
     """Each decoded field (with its scale, as `ScanDataset(field=True)` gives it) read: (inverted, its
-    readings, or None when blank).
+    readings and the probability that they are right (`_confidence`), or None and None when blank).
 
     The line reader (`lines`) reads each field whole; the segmenter (fields.py) cuts it into as many
     digits as it holds (`digits`; else as many as the line reader read), the model judging doubtful cuts
@@ -223,10 +223,10 @@ def read_fields(greys: Sequence[tuple[np.ndarray, float]], invert: Invert, digit
     whole = [next(read) if f.ink is not None and lines is not None else None for f in found]
     counts = [digits or (len(w.text) if w is not None and w.text else None) for w in whole]
     cuts = cut_found(found, counts, judge=probabilities)
-    out: list[tuple[bool, list[Reading] | None]] = []
+    out: list[tuple[bool, list[Reading] | None, float | None]] = []
     for cut, (_, scale), line in zip(cuts, greys, whole, strict=True):
         if cut.pixels is None or cut.probs is None:
-            out.append((cut.inverted, None))
+            out.append((cut.inverted, None, None))
             continue
         readings = []
         for k, ((left, top, right, bottom), p) in enumerate(zip(cut.boxes, cut.probs.tolist(), strict=True)):
@@ -234,8 +234,19 @@ def read_fields(greys: Sequence[tuple[np.ndarray, float]], invert: Invert, digit
             box = (round(left * scale), round(top * scale), round(right * scale), round(bottom * scale))
             frame = to_uint8(cut.pixels[k]) if keep_frames else None
             readings.append(Reading(best, p[best], box, p, frame))
-        out.append((cut.inverted, _surer(readings, line) if line is not None else readings))
+        chosen = _surer(readings, line) if line is not None else readings
+        out.append((cut.inverted, chosen, _confidence(chosen, line)))
     return out
+
+
+def _confidence(readings: list[Reading], line: LineReading | None) -> float:
+    """The probability that a field's readings are right: the product of their confidences, or, where
+    the line reader read another text, the geometric mean of that product and the line reader's doubt
+    in its own text (where the two differ, each is right about half the time: bench/fields.py)."""
+    product = math.prod(r.confidence for r in readings)
+    if line is None or line.text == "".join(str(r.digit) for r in readings):
+        return product
+    return math.sqrt(product * (1 - line.confidence))
 
 
 def _surer(readings: list[Reading], line: LineReading) -> list[Reading]:
@@ -247,12 +258,12 @@ def _surer(readings: list[Reading], line: LineReading) -> list[Reading]:
     return [Reading(int(d), max(p), r.box, p, r.frame) for d, p, r in zip(line.text, line.probs, readings, strict=True)]
 
 
-def field_result(name: str, inverted: bool, readings: list[Reading] | None) -> Result:
-    """The row of a field: its digits as text, and the product of their confidences."""
-    if readings is None:
+def field_result(name: str, inverted: bool, readings: list[Reading] | None, confidence: float | None) -> Result:
+    """The row of a field: its digits as text, and the probability that they are right (`read_fields`)."""
+    if readings is None or confidence is None:
         return Result(name, None, None, inverted, BLANK)
-    return Result(name, None, math.prod(r.confidence for r in readings), inverted, OK,
-                  text="".join(str(r.digit) for r in readings), digits=readings)
+    return Result(name, None, confidence, inverted, OK, text="".join(str(r.digit) for r in readings),
+                  digits=readings)
 
 
 def checked_probabilities(model: torch.nn.Module | torch.jit.ScriptModule, x: torch.Tensor,

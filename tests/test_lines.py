@@ -27,7 +27,7 @@ from digitscan.lines import (
     load_line_archive,
 )
 from digitscan.model import WeightsError, default_weights
-from digitscan.scorer import Reading, Scorer, _surer
+from digitscan.scorer import Reading, Scorer, _confidence, _surer
 from digitscan.synth import field
 from digitscan.trainingdata import load_mnist
 
@@ -111,6 +111,14 @@ def test_the_surer_reading_is_kept_its_digits_in_the_segmenters_boxes():
     assert _surer(cut, _line("1284", 0.4)) is cut  # less sure than the segmenter
     assert _surer(cut, _line("12845", 0.99)) is cut  # as many digits, or no boxes to put them in
     assert _surer(cut, _line("1234", 0.99)) is cut  # the same text: the segmenter's own readings
+
+
+def test_a_fields_confidence_falls_where_the_line_reader_read_another_text():
+    cut = _readings("1234", 0.81)
+    assert math.isclose(_confidence(cut, None), 0.81)
+    assert math.isclose(_confidence(cut, _line("1234", 0.6)), 0.81)  # both read it: the digits' product
+    assert math.isclose(_confidence(cut, _line("1284", 0.64)), math.sqrt(0.81 * 0.36))
+    assert math.isclose(_confidence(cut, _line("123", 0.99)), math.sqrt(0.81 * 0.01))
 
 
 class _SaysTwelve(torch.nn.Module):
