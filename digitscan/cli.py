@@ -292,8 +292,8 @@ def fit(epochs: int, data: Path | None, start: Path | None, scratch: bool, out: 
         _fail("--from and --scratch exclude each other")
     if lines:
         ctx = click.get_current_context()
-        digit_model_only = {"resume": "--resume", "checkpoint": "--checkpoint", "labeled": "--labeled",
-                            "calibrate": "--calibrate", "teachers": "--teacher"}
+        digit_model_only = {"resume": "--resume", "checkpoint": "--checkpoint", "calibrate": "--calibrate",
+                            "teachers": "--teacher"}
         unfit = [flag for name, flag in digit_model_only.items()
                  if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
         if unfit:
@@ -301,7 +301,8 @@ def fit(epochs: int, data: Path | None, start: Path | None, scratch: bool, out: 
                   f"{'is' if len(unfit) == 1 else 'are'} for the digit model")
         _fit_lines(LineFitConfig(data=data or default_data_root(), out=out or Path(LINES_NAME), epochs=epochs,
                                  batch_size=batch_size or LINE_BATCH, lr=lr or LINE_LR, device=device, seed=seed,
-                                 start=start, scratch=scratch, limit=limit, command=_command_line()), console)
+                                 start=start, scratch=scratch, limit=limit, labeled=labeled,
+                                 command=_command_line()), console)
         return
     if resume is not None:
         ctx = click.get_current_context()

@@ -18,17 +18,18 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .augment import augment
+from .dataset import ScanDataset
 from .decode import load_grey
 from .defaults import FIT_EPOCHS, LINE_BATCH, LINE_LR, LINES_NAME
 from .devices import describe, pick_device
 from .fields import FIELD_SIDE, find_fields
-from .fit import HOLDOUT
+from .fit import HOLDOUT, LABELLED_SHARE
 from .lines import BLANK, LINE_HEIGHT, LINE_STRIDE, LineNet, batch_lines, decode, line_images
 from .model import WeightsError, default_weights, open_archive, save_archive
 from .scorer import default_workers
 from .stopping import StopRequest
 from .synth import FIELD_LOOKS, field
-from .trainingdata import load_mnist
+from .trainingdata import DataUnavailable, labelled_files, load_mnist, singles_and_fields
 
 FIELDS_PER_DIGIT = 2
 """Training fields written per training digit (each digit is in about eight of them)."""
@@ -56,6 +57,8 @@ class LineFitConfig:
     start: Path | None = None
     scratch: bool = False
     limit: int | None = None
+    labeled: Path | None = None
+    """The user's labelled scans: their fields (labels of several digits) are trained on too."""
     command: str = ""
 
 
@@ -176,7 +179,35 @@ def _fields(cfg: LineFitConfig, log: Callable[[str], None]) -> tuple[list[tuple[
     train = write_fields(FieldLines(pool, train_y.numpy(), count, cfg.seed, part=0), "training fields")
     holdout = write_fields(FieldLines(images[-HOLDOUT:].numpy(), labels[-HOLDOUT:].numpy(),
                                       min(HOLDOUT_FIELDS, count), cfg.seed, part=1), "holdout fields")
+    if cfg.labeled is not None:
+        own = labelled_lines(cfg.labeled, log)
+        repeat = max(1, round(LABELLED_SHARE * count / len(own)))
+        log(f"added {len(own)} labelled fields from {cfg.labeled}" + (f", each {repeat} times" if repeat > 1 else ""))
+        train += own * repeat
     return train, holdout
+
+
+def labelled_lines(source: Path, log: Callable[[str], None]) -> list[tuple[torch.Tensor, str]]:
+    """The fields among the labelled scans (`trainingdata.labelled_files`: those labelled with several
+    digits) as the line reader sees them, with their labels; a file that gives no line is skipped, by name."""
+    fields = singles_and_fields(labelled_files(source))[1]
+    items = ScanDataset([path for path, _ in fields], field=True).__getitems__(range(len(fields)))
+    decoded = []
+    for (path, label), item in zip(fields, items, strict=True):
+        if item.grey is None:
+            log(f"skipped {path}: {item.error}")
+        else:
+            decoded.append((path, label, item.grey[0]))
+    found = find_fields([grey for _, _, grey in decoded])
+    own = []
+    for (path, label, _), one, line in zip(decoded, found, line_images([f.ink for f in found]), strict=True):
+        if one.ink is None:
+            log(f"skipped {path}: blank (no ink found)")
+        else:
+            own.append((line.mul(255).round().byte(), label))
+    if not own:
+        raise DataUnavailable(f"{source}: no readable labelled fields (labels of several digits) for the line reader")
+    return own
 
 
 def _by_width(fields: list[tuple[torch.Tensor, str]], size: int) -> list[list[int]]:
@@ -223,6 +254,7 @@ def _card(cfg: LineFitConfig, net: torch.nn.Module, history: list[dict[str, floa
         "train_seconds": round(sum(h["seconds"] for h in history), 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "train_fields": count,
+        "labeled": None if cfg.labeled is None else str(cfg.labeled),
         "epochs": history,
         "steps_per_epoch": math.ceil(count / cfg.batch_size),
         "torch": torch.__version__,

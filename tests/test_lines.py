@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from digitscan import linefit
 from digitscan.cli import main
 from digitscan.decode import load_grey
 from digitscan.fields import FIELD_SIDE, FieldInk, find_fields
@@ -180,6 +181,32 @@ def test_fit_fields_trains_a_line_reader_that_run_field_can_use(runner, mnist_ro
     assert isinstance(LineReader(Path("mine.pt")).read([torch.zeros(LINE_HEIGHT, 40)])[0].text, str)
     used = runner.invoke(main, ["run", str(EXAMPLES / "scan_4.png"), "--field", "--line-weights", "mine.pt"])
     assert used.exit_code == 0, used.output
+
+
+def test_fit_fields_labeled_trains_on_the_labelled_fields_and_names_what_it_skips(runner, mnist_root, tmp_path,
+                                                                                     monkeypatch):
+    """`fit --fields --labeled` adds the fields of a corrections CSV (labels of several digits) to the
+    training lines, repeated to LABELLED_SHARE of them; single digits are the digit model's; an unreadable
+    file and a blank field are skipped by name."""
+    monkeypatch.chdir(tmp_path)
+    Image.open(EXAMPLES / "scan_4.png").save("a.png")
+    Image.open(EXAMPLES / "touching_5.png").save("b.png")
+    Image.new("L", (200, 60), 240).save("blank.png")
+    Path("broken.png").write_bytes(b"not an image")
+    Image.open(EXAMPLES.parent / "scans" / "bitmap_1.bmp").save("single.png")
+    Path("corrections.csv").write_text("path,label\na.png,0692\nb.png,23582\nblank.png,12\nbroken.png,34\n"
+                                       "single.png,1\n")
+    logged: list[str] = []
+    own = linefit.labelled_lines(Path("corrections.csv"), logged.append)
+    assert [text for _, text in own] == ["0692", "23582"]
+    assert all(line.dtype == torch.uint8 and line.shape[0] == LINE_HEIGHT for line, _ in own)
+    assert any("broken.png" in m for m in logged) and any("blank.png: blank" in m for m in logged)
+    result = runner.invoke(main, ["fit", "--fields", "--scratch", "--data", str(mnist_root), "--limit", "50",
+                                  "--epochs", "1", "--labeled", "corrections.csv", "--out", "mine.pt"])
+    assert result.exit_code == 0, result.output
+    assert "added 2 labelled fields from corrections.csv, each 15 times" in result.stderr  # 0.3 x 100 / 2
+    card = json.loads(Path("mine.json").read_text())
+    assert card["labeled"] == "corrections.csv" and card["train_fields"] == 100 + 2 * 15
 
 
 def test_fit_fields_refuses_the_digit_models_flags(runner, mnist_root, tmp_path):
