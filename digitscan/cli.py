@@ -265,7 +265,8 @@ def run(inputs: tuple[str, ...], out: str, fmt: str | None, recursive: bool, bat
               metavar="ARCHIVE", help="Also learn this archive's readings of each digit (distillation); "
               "repeat it to learn the mean of several.")
 @click.option("--fields", "lines", is_flag=True,
-              help="Train the line reader that reads fields (run --field) on fields written with MNIST's digits.")
+              help="Train the line reader that reads fields (run --field) on fields written with MNIST's digits "
+                   "(and with --labeled, your fields).")
 def fit(epochs: int, data: Path | None, start: Path | None, scratch: bool, out: Path | None, batch_size: int | None,
         lr: float | None, device: str, seed: int, resume: Path | None, checkpoint: Path | None, limit: int | None,
         labeled: Path | None, calibrate: int, teachers: tuple[Path, ...], lines: bool) -> None:
@@ -297,7 +298,7 @@ def fit(epochs: int, data: Path | None, start: Path | None, scratch: bool, out: 
         unfit = [flag for name, flag in digit_model_only.items()
                  if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
         if unfit:
-            _fail(f"--fields trains the line reader on MNIST's fields; {', '.join(unfit)} "
+            _fail(f"--fields trains the line reader; {', '.join(unfit)} "
                   f"{'is' if len(unfit) == 1 else 'are'} for the digit model")
         _fit_lines(LineFitConfig(data=data or default_data_root(), out=out or Path(LINES_NAME), epochs=epochs,
                                  batch_size=batch_size or LINE_BATCH, lr=lr or LINE_LR, device=device, seed=seed,
