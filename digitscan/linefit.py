@@ -24,7 +24,7 @@ from .defaults import FIT_EPOCHS, LINE_BATCH, LINE_LR, LINES_NAME
 from .devices import describe, pick_device
 from .fields import FIELD_SIDE, find_fields
 from .fit import HOLDOUT, LABELLED_SHARE
-from .lines import BLANK, LINE_HEIGHT, LINE_STRIDE, LineNet, batch_lines, decode, line_images
+from .lines import BLANK, LINE_HEIGHT, LINE_STRIDE, LineNet, batch_lines, by_width, line_images, read_lines
 from .model import WeightsError, default_weights, open_archive, save_archive
 from .scorer import default_workers
 from .stopping import StopRequest
@@ -77,7 +77,7 @@ class FieldLines(Dataset):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[np.ndarray, str]]:
-        """Each field's line (uint8: a hundred thousand of them fit in memory) and text."""
+        """Each field's line (`_stored`) and text."""
         looks = list(FIELD_LOOKS.values())
         greys, texts = [], []
         for index in indices:
@@ -88,7 +88,12 @@ class FieldLines(Dataset):
             greys.append(load_grey(image, FIELD_SIDE))
             texts.append("".join(str(int(self.labels[i])) for i in picks))
         lines = line_images([found.ink for found in find_fields(greys)])
-        return [(line.mul(255).round().byte().numpy(), text) for line, text in zip(lines, texts, strict=True)]
+        return [(_stored(line).numpy(), text) for line, text in zip(lines, texts, strict=True)]
+
+
+def _stored(line: torch.Tensor) -> torch.Tensor:
+    """A line as training keeps it: uint8 (a hundred thousand of them fit in memory)."""
+    return line.mul(255).round().byte()
 
 
 def write_fields(fields: FieldLines, what: str) -> list[tuple[torch.Tensor, str]]:
@@ -123,7 +128,7 @@ def fit_lines(cfg: LineFitConfig, log: Callable[[str], None] = print) -> LineFit
         log(f"fine-tuning from {source}")
     net.to(device)
     train, holdout = _fields(cfg, log)
-    batches = _by_width(train, cfg.batch_size)
+    batches = by_width([line for line, _ in train], cfg.batch_size)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * len(batches),
                                                    pct_start=0.1)
@@ -204,16 +209,10 @@ def labelled_lines(source: Path, log: Callable[[str], None]) -> list[tuple[torch
         if one.ink is None:
             log(f"skipped {path}: blank (no ink found)")
         else:
-            own.append((line.mul(255).round().byte(), label))
+            own.append((_stored(line), label))
     if not own:
         raise DataUnavailable(f"{source}: no readable labelled fields (labels of several digits) for the line reader")
     return own
-
-
-def _by_width(fields: list[tuple[torch.Tensor, str]], size: int) -> list[list[int]]:
-    """Batches of `size` fields of similar widths."""
-    order = sorted(range(len(fields)), key=lambda k: fields[k][0].shape[1])
-    return [order[start:start + size] for start in range(0, len(order), size)]
 
 
 def _step(net: LineNet, fields: list[tuple[torch.Tensor, str]], rng: np.random.Generator,
@@ -230,16 +229,11 @@ def _step(net: LineNet, fields: list[tuple[torch.Tensor, str]], rng: np.random.G
     return F.ctc_loss(logs, targets, steps, lengths, blank=BLANK, zero_infinity=True)
 
 
-@torch.inference_mode()
 def exact_share(net: torch.nn.Module, fields: list[tuple[torch.Tensor, str]], device: torch.device) -> float:
     """The share of fields whose every digit the reader reads right, and no other."""
     net.eval()
-    right = 0
-    for batch in _by_width(fields, LINE_BATCH):
-        x, steps = batch_lines([fields[k][0].float() / 255 for k in batch])
-        readings = decode(net(x.to(device)).cpu(), steps)
-        right += sum(reading.text == fields[k][1] for k, reading in zip(batch, readings, strict=True))
-    return right / max(1, len(fields))
+    readings = read_lines(net, [line.float() / 255 for line, _ in fields], device)
+    return sum(r.text == text for r, (_, text) in zip(readings, fields, strict=True)) / max(1, len(fields))
 
 
 def _card(cfg: LineFitConfig, net: torch.nn.Module, history: list[dict[str, float]], device: torch.device,

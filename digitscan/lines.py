@@ -8,7 +8,7 @@ path's digits; its confidence, the probability of that text over every path that
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,16 +145,26 @@ class LineReader:
         self.device = torch.device(device)
         self.model = load_line_archive(self.weights, self.device)
 
-    @torch.inference_mode()
     def read(self, lines: Sequence[torch.Tensor]) -> list[LineReading]:
-        order = sorted(range(len(lines)), key=lambda k: lines[k].shape[1])
-        read: dict[int, LineReading] = {}
-        for start in range(0, len(order), LINE_CHUNK):
-            chunk = order[start:start + LINE_CHUNK]
-            x, steps = batch_lines([lines[k] for k in chunk])
-            scores = check_line_scores(self.model(x.to(self.device)), len(chunk), self.weights).cpu()
-            read |= zip(chunk, decode(scores, steps.clamp(max=scores.shape[1])), strict=True)
-        return [read[k] for k in range(len(lines))]
+        return read_lines(lambda x: check_line_scores(self.model(x), len(x), self.weights), lines, self.device)
+
+
+def by_width(lines: Sequence[torch.Tensor], size: int) -> list[list[int]]:
+    """The lines' indices in groups of `size`, in order of width, so that few are padded far beyond their own."""
+    order = sorted(range(len(lines)), key=lambda k: lines[k].shape[1])
+    return [order[start:start + size] for start in range(0, len(order), size)]
+
+
+@torch.inference_mode()
+def read_lines(model: Callable[[torch.Tensor], torch.Tensor], lines: Sequence[torch.Tensor],
+               device: torch.device) -> list[LineReading]:
+    """Each line as `model` (on `device`) reads it, LINE_CHUNK lines of like widths at a time."""
+    read: dict[int, LineReading] = {}
+    for chunk in by_width(lines, LINE_CHUNK):
+        x, steps = batch_lines([lines[k] for k in chunk])
+        scores = model(x.to(device)).cpu()
+        read |= zip(chunk, decode(scores, steps.clamp(max=scores.shape[1])), strict=True)
+    return [read[k] for k in range(len(lines))]
 
 
 def check_line_scores(scores: object, n: int, weights: Path) -> torch.Tensor:

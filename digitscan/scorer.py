@@ -83,12 +83,16 @@ class Scorer:
         self.lines = None if segment_only or not self.field else \
             LineReader(None if line_weights is None else Path(line_weights), self.device)
         """Fields are read whole by the line reader too (lines.py), unless `segment_only`."""
-        self.line_weights = self.lines.weights if self.lines is not None else None
         self.batch_size = batch_size
         self.workers = default_workers() if workers is None else workers
         self.invert = invert
         self.keep_frames = keep_frames
         self.description = f"{describe(self.device)}, {self.workers} loader worker(s)"
+
+    @property
+    def line_weights(self) -> Path | None:
+        """The line reader's archive; None when fields are cut only (or images are single digits)."""
+        return self.lines.weights if self.lines is not None else None
 
     def score(self, sources: Sequence[str | Image.Image], skip: Iterable[int] = ()) -> Iterator[list[Result]]:
         """Yield batches of Results, one per source, in order, leaving out the indices in `skip`.
@@ -244,7 +248,7 @@ def _confidence(readings: list[Reading], line: LineReading | None) -> float:
     the line reader read another text, the geometric mean of that product and the line reader's doubt
     in its own text (where the two differ, each is right about half the time: bench/fields.py)."""
     product = math.prod(r.confidence for r in readings)
-    if line is None or line.text == "".join(str(r.digit) for r in readings):
+    if line is None or line.text == field_text(readings):
         return product
     return math.sqrt(product * (1 - line.confidence))
 
@@ -252,7 +256,7 @@ def _confidence(readings: list[Reading], line: LineReading | None) -> float:
 def _surer(readings: list[Reading], line: LineReading) -> list[Reading]:
     """The segmenter's readings, or the line reader's digits in their boxes where it read as many digits,
     differently, and is surer of its text than the segmenter is of its own (the product of its digits')."""
-    if len(line.text) != len(readings) or line.text == "".join(str(r.digit) for r in readings) \
+    if len(line.text) != len(readings) or line.text == field_text(readings) \
             or line.confidence <= math.prod(r.confidence for r in readings):
         return readings
     return [Reading(int(d), max(p), r.box, p, r.frame) for d, p, r in zip(line.text, line.probs, readings, strict=True)]
@@ -262,8 +266,12 @@ def field_result(name: str, inverted: bool, readings: list[Reading] | None, conf
     """The row of a field: its digits as text, and the probability that they are right (`read_fields`)."""
     if readings is None or confidence is None:
         return Result(name, None, None, inverted, BLANK)
-    return Result(name, None, confidence, inverted, OK, text="".join(str(r.digit) for r in readings),
-                  digits=readings)
+    return Result(name, None, confidence, inverted, OK, text=field_text(readings), digits=readings)
+
+
+def field_text(readings: list[Reading]) -> str:
+    """A field's digits as text, left to right."""
+    return "".join(str(r.digit) for r in readings)
 
 
 def checked_probabilities(model: torch.nn.Module | torch.jit.ScriptModule, x: torch.Tensor,
